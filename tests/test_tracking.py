@@ -1,0 +1,39 @@
+import mlflow
+import pytest
+import yaml
+
+from phi1.config import FilterConfig
+from phi1.tracking import TrackingError, input_hashes, setup, stage_run
+
+
+def test_stage_run_logs_config_commit_and_input_hashes(workdir):
+    (workdir / "data").mkdir()
+    (workdir / "data" / "a.txt").write_text("hello")
+    (workdir / "dvc.lock").write_text(yaml.safe_dump(
+        {"schema": "2.0", "stages": {"x": {"cmd": "x", "outs": [{"path": "data/locked", "md5": "abc.dir"}]}}}
+    ))
+    (workdir / "data" / "locked").mkdir()
+    with stage_run("filter", FilterConfig(), inputs=["data/a.txt", "data/locked"]) as run:
+        mlflow.log_metric("m", 1.0)
+    got = mlflow.get_run(run.info.run_id)
+    assert got.data.params["threshold"] == "0.5"
+    assert got.data.tags["phi1.stage"] == "filter"
+    assert "git.commit" in got.data.tags
+    assert got.data.tags["data.data/locked"] == "dvc:abc.dir"
+    assert got.data.tags["data.data/a.txt"].startswith("computed:")
+    assert got.info.artifact_uri.startswith((workdir / "mlruns").as_uri())
+    assert mlflow.get_tracking_uri().startswith("sqlite:///")
+
+
+def test_input_hash_changes_with_content(workdir):
+    p = workdir / "f.txt"
+    p.write_text("a")
+    h1 = input_hashes([p])[str(p)]
+    p.write_text("b")
+    assert input_hashes([p])[str(p)] != h1
+
+
+def test_unreachable_tracking_server_names_the_uri(workdir, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    with pytest.raises(TrackingError, match="unreachable at http://127.0.0.1:9"):
+        setup()
