@@ -32,10 +32,22 @@ CORPUS_FILES = [
 ]
 
 
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory) -> Path:
+    """An empty, fully migrated MLflow sqlite store. Creating one runs MLflow's schema
+    migrations (seconds), so each test copies this file instead."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
 @pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
+def workdir(tmp_path, monkeypatch, _mlflow_template) -> Path:
     """A temp working directory with its own MLflow sqlite store (artifacts in mlruns/)."""
     monkeypatch.chdir(tmp_path)
+    shutil.copyfile(_mlflow_template, tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("PHI1_EXPERIMENT", "phi1-test")
     return tmp_path

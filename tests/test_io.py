@@ -23,3 +23,18 @@ def test_atomic_file(tmp_path):
             fh.write("{partial")
             raise ValueError
     assert not p.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_stale_temp_of_a_killed_writer_is_removed_and_output_is_world_readable(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".ds.tmp-{dead}-abc"
+    stale.mkdir()
+    (stale / "part-00000.parquet").write_text("partial")
+    with atomic_dir(tmp_path / "ds") as tmp:
+        write_shards(tmp, [{"id": "1"}])
+    assert not stale.exists()
+    assert (tmp_path / "ds").stat().st_mode & 0o755 == 0o755

@@ -1,0 +1,13 @@
+"""`phi1 ingest`: read code sources, drop unusable files with counted reasons, deduplicate.
+
+    phi1 ingest --out data/raw --metrics metrics/ingest.json    # params.yaml section `ingest`
+    dvc repro ingest
+
+Modules: sources (listing, safe reads), readers (datatrove readers per source kind),
+stackoverflow (answers' code blocks), filters (datatrove BaseFilters, one per drop
+reason), dedup (exact + MinHash near duplicates), pipeline (the stage's `run`).
+"""
+
+from phi1.ingest.pipeline import RAW_SCHEMA, doc_id, run
+
+__all__ = ["run", "doc_id", "RAW_SCHEMA"]

@@ -1,0 +1,251 @@
+"""datatrove readers, one per source kind, that all yield the same kind of Document.
+
+    reader = LocalFileReader("stdlib", 0, [("os.py", "/usr/lib/python3.11/os.py")], max_bytes=1_000_000)
+    for doc in reader.run(None, rank=0, world_size=1): ...
+
+(pipeline.build_pipeline makes one per source from params.)
+
+Every document carries in `metadata`: `source` (the source's name), `source_index`
+(its position in params, the first sort key of the global dedup), `path` (relative to
+the source root, or the export's path/row) and `key` (a tie-breaker when two rows share
+a path). A document that could not be read still flows on, marked `unreadable` (with a
+reason), so the filters count it instead of it vanishing: datatrove's own readers skip
+empty or malformed rows with a log line, which would lose them from the metrics.
+
+Local files arrive as raw bytes (`metadata["raw"]`), decoded later by DecodeFilter;
+exports arrive as text (or bytes, when a parquet column is binary).
+
+An export (jsonl, parquet, hf, stackoverflow) with a `limit` is read by task 0 alone, so
+`limit` means the same documents for any number of tasks (datatrove's own `limit` is
+per task). A local source's limit is applied to its sorted file list before reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import sys
+from pathlib import Path
+from typing import Any
+
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.readers.base import BaseDiskReader, BaseReader
+from datatrove.pipeline.readers.huggingface import HuggingFaceDatasetReader
+from datatrove.pipeline.readers.jsonl import JsonlReader
+from datatrove.pipeline.readers.parquet import ParquetReader
+from tqdm import tqdm
+
+from phi1.errors import Phi1Error
+from phi1.ingest import stackoverflow
+from phi1.ingest.sources import read_limited
+
+
+def make_document(source: str, index: int, path: str, key: str, text: str = "", **meta: Any) -> Document:
+    metadata = {"source": source, "source_index": index, "path": path, "key": key, **meta}
+    return Document(text=text, id=f"{source}/{key}", metadata=metadata)
+
+
+def _text_or_raw(value: Any) -> dict[str, Any]:
+    """Export cell -> Document fields: text as is, bytes for DecodeFilter, None as empty."""
+    if value is None:
+        return {"text": ""}
+    if isinstance(value, str):
+        return {"text": value}
+    if isinstance(value, (bytes, bytearray)):
+        return {"text": "", "raw": bytes(value), "size": len(value)}
+    return {"text": "", "unreadable": f"content is {type(value).__name__}, not text"}
+
+
+class _SourceMixin:
+    """The source's identity plus the one-task rule for limited sources."""
+
+    source: str
+    source_index: int
+    source_limit: int | None
+
+    def _init_source(self, source: str, index: int, limit: int | None) -> None:
+        self.source, self.source_index, self.source_limit = source, index, limit
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        if self.source_limit is not None:
+            if rank != 0:
+                return
+            rank, world_size = 0, 1
+        docs = super().run(None, rank, world_size)  # type: ignore[misc]
+        if self.source_limit is not None:
+            docs = itertools.islice(docs, self.source_limit)
+        yield from docs
+
+    def doc(self, path: str, key: str, **fields: Any) -> Document:
+        self.stat_update("documents")  # type: ignore[attr-defined]
+        return make_document(self.source, self.source_index, path, key, **fields)
+
+
+class LocalFileReader(BaseReader):
+    """Read listed files (from `sources.list_files`); task r takes files r, r+N, r+2N..."""
+
+    name = "phi1 local files"
+
+    def __init__(self, source: str, index: int, entries: list[tuple[str, str]], max_bytes: int):
+        super().__init__()
+        self.source, self.source_index = source, index
+        self.entries = entries
+        self.max_bytes = max_bytes
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        shard = self.entries[rank::world_size]
+        bar = tqdm(shard, desc=f"ingest {self.source} [task {rank}]", unit="file", file=sys.stderr,
+                   disable=None, position=rank, leave=False, mininterval=0.5)
+        for rel, path in bar:
+            res = read_limited(path, self.max_bytes)
+            fields: dict[str, Any] = {"size": res.size}
+            if res.problem == "unreadable":
+                fields["unreadable"] = res.detail or "unreadable"
+            elif res.data is not None:
+                fields["raw"] = res.data
+            self.stat_update("documents")
+            yield make_document(self.source, self.source_index, rel, rel, **fields)
+
+
+class SourceJsonlReader(_SourceMixin, JsonlReader):
+    """JSON lines with a content column; a malformed line is an `unreadable` document."""
+
+    name = "phi1 jsonl"
+
+    def __init__(self, source: str, index: int, limit: int | None, root: str, paths_file: str,
+                 content_column: str, path_column: str | None):
+        JsonlReader.__init__(self, root, paths_file=paths_file, text_key=content_column)
+        self._init_source(source, index, limit)
+        self.path_column = path_column
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        import orjson
+
+        try:
+            with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
+                for li, line in enumerate(f):
+                    if not line.strip():
+                        continue
+                    key = f"{filepath}:{li + 1:012d}"
+                    default_path = f"{filepath}:{li + 1}"
+                    try:
+                        row = orjson.loads(line)
+                    except orjson.JSONDecodeError as exc:
+                        yield self.doc(default_path, key, unreadable=f"line {li + 1}: not JSON ({exc})")
+                        continue
+                    if not isinstance(row, dict) or self.text_key not in row:
+                        yield self.doc(default_path, key, unreadable=f"line {li + 1}: no {self.text_key!r} field")
+                        continue
+                    path = _row_path(row, self.path_column) or default_path
+                    yield self.doc(path, key, **_text_or_raw(row[self.text_key]))
+        except (OSError, EOFError) as exc:  # corrupt gzip/zstd: the whole file is bad input
+            raise Phi1Error(f"ingest source {self.source!r}: cannot read {filepath}: {exc}") from None
+
+
+class SourceParquetReader(_SourceMixin, ParquetReader):
+    """Parquet files with a content column (an export of The Stack looks like this)."""
+
+    name = "phi1 parquet"
+
+    def __init__(self, source: str, index: int, limit: int | None, root: str, paths_file: str,
+                 content_column: str, path_column: str | None):
+        ParquetReader.__init__(self, root, paths_file=paths_file, text_key=content_column)
+        self._init_source(source, index, limit)
+        self.path_column = path_column
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        import pyarrow.parquet as pq
+
+        with self.data_folder.open(filepath, "rb") as f:
+            try:
+                pf = pq.ParquetFile(f)
+            except Exception as exc:  # ArrowInvalid: not parquet
+                raise Phi1Error(f"ingest source {self.source!r}: {filepath} is not a parquet file ({exc})") from None
+            names = pf.schema_arrow.names
+            if self.text_key not in names:
+                raise Phi1Error(
+                    f"ingest source {self.source!r}: {filepath} has no column {self.text_key!r} "
+                    f"(content_column; columns: {', '.join(names)})"
+                )
+            cols = [self.text_key] + ([self.path_column] if self.path_column in names else [])
+            row_no = 0
+            for batch in pf.iter_batches(batch_size=self.batch_size, columns=cols):
+                for row in batch.to_pylist():
+                    key = f"{filepath}:{row_no:012d}"
+                    path = _row_path(row, self.path_column) or f"{filepath}:{row_no}"
+                    row_no += 1
+                    yield self.doc(path, key, **_text_or_raw(row[self.text_key]))
+
+
+class SourceHFReader(_SourceMixin, HuggingFaceDatasetReader):
+    """A Hugging Face dataset (hub id or local dataset folder) through datasets.load_dataset.
+
+    Rows without a path column get `row-<sha1 of content>` as path, which does not depend
+    on how the dataset is sharded across tasks."""
+
+    name = "phi1 hf dataset"
+
+    def __init__(self, source: str, index: int, limit: int | None, dataset: str, data_dir: str | None,
+                 split: str, streaming: bool, content_column: str, path_column: str | None):
+        options = {"split": split} | ({"data_dir": data_dir} if data_dir else {})
+        HuggingFaceDatasetReader.__init__(self, dataset, dataset_options=options, streaming=streaming,
+                                          text_key=content_column)
+        self._init_source(source, index, limit)
+        self.path_column = path_column
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        try:
+            yield from super().run(data, rank, world_size)
+        except Phi1Error:
+            raise
+        except (OSError, ValueError, ImportError) as exc:  # datasets' not-found / offline errors
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise Phi1Error(f"ingest source {self.source!r}: cannot load dataset {self.dataset!r}: {msg}") from None
+
+    def get_document_from_dict(self, data: dict, source_file: str, id_in_file: int | str):
+        if self.text_key not in data:
+            raise Phi1Error(
+                f"ingest source {self.source!r}: dataset {self.dataset!r} has no column {self.text_key!r} "
+                f"(content_column; columns: {', '.join(data)})"
+            )
+        fields = _text_or_raw(data[self.text_key])
+        path = _row_path(data, self.path_column)
+        if not path:
+            digest = hashlib.sha1(repr(data[self.text_key]).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            path = f"row-{digest}"
+        return self.doc(path, path, **fields)
+
+
+class StackOverflowReader(_SourceMixin, BaseDiskReader):
+    """Answers with code from Posts.xml dumps or parquet exports (see phi1.ingest.stackoverflow)."""
+
+    name = "phi1 stackoverflow"
+
+    def __init__(self, source: str, index: int, limit: int | None, root: str, paths_file: str,
+                 tags: tuple[str, ...] = ()):
+        BaseDiskReader.__init__(self, root, paths_file=paths_file)
+        self._init_source(source, index, limit)
+        self.tags = tags
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        local = self.data_folder.resolve_paths(filepath)
+        for post_id, code in stackoverflow.iter_answers(local, self.tags):
+            yield self.doc(f"{filepath}:{post_id}", f"{filepath}:{post_id:>012}", text=code)
+
+
+def _row_path(row: dict, column: str | None) -> str | None:
+    if not column:
+        return None
+    value = row.get(column)
+    return str(value) if value not in (None, "") else None
+
+
+def write_paths_file(path: Path, rels: list[str]) -> str:
+    """The list of files a disk reader shards (datatrove's `paths_file`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{r}\n" for r in rels))
+    return str(path)
