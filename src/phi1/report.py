@@ -1,0 +1,354 @@
+"""Seeing results: `phi1 compare` (a rich table) and `phi1 report` (static HTML).
+
+    phi1 compare                      # newest runs: data hashes, params that differ, metrics
+    phi1 compare --models             # versions of the registered model: lineage, gates, aliases
+    phi1 report --out reports/report  # index.html + PNGs; opens offline
+
+The report is one self-contained HTML file (figures embedded as base64 PNG, no scripts,
+no network) with the same PNGs beside it: loss curves, pass@k base vs phi1, probe
+results per library, the quality-score histogram and the contamination sweep. Each
+figure is drawn only when its input exists; the page lists the ones left out and why.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from phi1.io import atomic_dir
+
+# --------------------------------------------------------------------------- compare
+
+
+def run_rows(stage: Optional[str] = None, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest runs of the experiment as rows: name, stage, data hashes, params, metrics."""
+    from mlflow import MlflowClient
+
+    from phi1.tracking import setup
+
+    exp_id = setup()
+    flt = f"tags.`phi1.stage` = '{stage}'" if stage else ""
+    runs = MlflowClient().search_runs([exp_id], flt, max_results=limit, order_by=["attributes.start_time DESC"])
+    rows = []
+    for r in runs:
+        tags = r.data.tags
+        rows.append({
+            "name": r.info.run_name, "id": r.info.run_id[:8], "stage": tags.get("phi1.stage", "-"),
+            "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.info.start_time / 1000)),
+            "status": r.info.status,
+            "data": {k[len("data."):]: v for k, v in tags.items() if k.startswith("data.")},
+            "params": dict(r.data.params), "metrics": dict(r.data.metrics),
+        })
+    return _keep_differing_params(rows)
+
+
+def _keep_differing_params(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Key params = those whose value differs between the rows (all of them for one row)."""
+    if len(rows) < 2:
+        return rows
+    keys = set().union(*(r["params"] for r in rows))
+    differ = {k for k in keys if len({r["params"].get(k) for r in rows}) > 1}
+    for r in rows:
+        r["params"] = {k: v for k, v in r["params"].items() if k in differ}
+    return rows
+
+
+def model_rows(model: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Versions of a registered model as rows: aliases, lineage hashes, gate metrics."""
+    from mlflow.exceptions import MlflowException
+
+    from phi1.errors import Phi1Error
+    from phi1.registry import client
+
+    c = client()
+    try:
+        aliases = c.get_registered_model(model).aliases
+    except MlflowException:
+        raise Phi1Error(f"registered model {model!r} not found in the registry") from None
+    by_version: dict[str, list[str]] = {}
+    for alias, v in aliases.items():
+        by_version.setdefault(str(v), []).append(alias)
+    versions = sorted(c.search_model_versions(f"name='{model}'"), key=lambda mv: -int(mv.version))[:limit]
+    rows = []
+    for mv in versions:
+        tags = mv.tags
+        data = {k[len("lineage.dvc."):]: v for k, v in tags.items() if k.startswith("lineage.dvc.")}
+        data["checkpoint"] = tags.get("checkpoint.hash", "-")
+        metrics = {k: float(v) for k, v in tags.items()
+                   if k.startswith(("eval.", "probe.")) and _is_number(v)}
+        rows.append({
+            "name": f"{model} v{mv.version}", "id": (mv.run_id or "-")[:8],
+            "stage": ", ".join(sorted(by_version.get(str(mv.version), []))) or "-",
+            "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(mv.creation_timestamp / 1000)),
+            "status": tags.get("validation.status", "-"),
+            "data": data,
+            "params": {"params.sha256": tags.get("params.sha256", "-")[:12], "git": tags.get("git.commit", "-")[:10]},
+            "metrics": metrics,
+        })
+    return rows
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _short(h: str) -> str:
+    return h.split(":", 1)[-1][:8]
+
+
+def compare_table(rows: list[dict[str, Any]], what: str = "runs", max_metrics: int = 8):
+    """The rows as a rich Table (one cell per column, key=value lines)."""
+    from rich.table import Table
+
+    t = Table(title=f"phi1: {len(rows)} {what}", show_lines=True)
+    second = "aliases" if what != "runs" else "stage"
+    third = "validation" if what != "runs" else "status"
+    for col in ("name", "id", second, "started", third, "data hashes", "key params", "metrics"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        metrics = dict(sorted(r["metrics"].items())[:max_metrics])
+        more = len(r["metrics"]) - len(metrics)
+        t.add_row(
+            r["name"], r["id"], r["stage"], r["started"], r["status"],
+            "\n".join(f"{k}={_short(v)}" for k, v in sorted(r["data"].items())) or "-",
+            "\n".join(f"{k}={v}" for k, v in sorted(r["params"].items())) or "-",
+            "\n".join(f"{k}={v:.4g}" for k, v in metrics.items()) + (f"\n(+{more} more)" if more > 0 else "") or "-",
+        )
+    return t
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _read_json(path: Path) -> Optional[Any]:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def fig_loss(plots_dir: Path) -> Optional[bytes]:
+    """Train and validation loss of pretrain and finetune (plots/<stage>/{train,val}.csv)."""
+    import matplotlib.pyplot as plt
+
+    stages = [s for s in ("pretrain", "finetune") if _read_csv(plots_dir / s / "train.csv")]
+    if not stages:
+        return None
+    fig, axes = plt.subplots(1, len(stages), figsize=(6 * len(stages), 4), squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        train = [r for r in _read_csv(plots_dir / stage / "train.csv") if r.get("loss")]
+        val = [r for r in _read_csv(plots_dir / stage / "val.csv") if r.get("val_loss")]
+        ax.plot([int(r["step"]) for r in train], [float(r["loss"]) for r in train], label="train")
+        if val:
+            ax.plot([int(r["step"]) for r in val], [float(r["val_loss"]) for r in val], marker="o", label="validation")
+        ax.set_title(f"{stage}: loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend()
+    return _png(fig)
+
+
+def fig_passk(evals: Any) -> Optional[bytes]:
+    """Grouped bars: pass@k of each checkpoint on each benchmark (metrics/eval.json)."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(evals, dict) or not evals:
+        return None
+    ckpts = sorted(evals)
+    series = sorted({(b, k) for c in ckpts for b, d in evals[c].items() if isinstance(d, dict)
+                     for k in d if k.startswith("pass@")})
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(series) + 2), 4))
+    width = 0.8 / len(ckpts)
+    for i, c in enumerate(ckpts):
+        vals = [float(evals[c].get(b, {}).get(k, 0.0)) for b, k in series]
+        bars = ax.bar([j + i * width for j in range(len(series))], vals, width, label=c)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks([j + width * (len(ckpts) - 1) / 2 for j in range(len(series))])
+    ax.set_xticklabels([f"{b}\n{k}" for b, k in series])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("fraction of tasks")
+    ax.set_title("pass@k by checkpoint")
+    ax.legend()
+    return _png(fig)
+
+
+def probe_table(probe: Any) -> dict[str, dict[str, float]]:
+    """{checkpoint: {library or 'all': pass rate}} from metrics/probe.json: a nested dict
+    with a `pass_rate` counts as a library; the checkpoint's own `pass_rate` as 'all'."""
+    out: dict[str, dict[str, float]] = {}
+    if not isinstance(probe, dict):
+        return out
+
+    def walk(d: dict, into: dict[str, float]) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                if isinstance(v.get("pass_rate"), (int, float)):
+                    into[k] = float(v["pass_rate"])
+                else:
+                    walk(v, into)
+
+    for ckpt, d in probe.items():
+        if not isinstance(d, dict):
+            continue
+        row: dict[str, float] = {}
+        if isinstance(d.get("pass_rate"), (int, float)):
+            row["all"] = float(d["pass_rate"])
+        walk(d, row)
+        if row:
+            out[ckpt] = row
+    return out
+
+
+def fig_probe(probe: Any) -> Optional[bytes]:
+    """Grouped bars: probe pass rate per library (and overall) per checkpoint."""
+    import matplotlib.pyplot as plt
+
+    table = probe_table(probe)
+    if not table:
+        return None
+    libs = sorted({lib for row in table.values() for lib in row}, key=lambda x: (x != "all", x))
+    ckpts = sorted(table)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(libs) + 2), 4))
+    width = 0.8 / len(ckpts)
+    for i, c in enumerate(ckpts):
+        bars = ax.bar([j + i * width for j in range(len(libs))], [table[c].get(lib, 0.0) for lib in libs], width, label=c)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks([j + width * (len(ckpts) - 1) / 2 for j in range(len(libs))])
+    ax.set_xticklabels(libs)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("pass rate")
+    ax.set_title("probe results per library")
+    ax.legend()
+    return _png(fig)
+
+
+def fig_quality(plots_dir: Path) -> Optional[bytes]:
+    """Stacked histogram of quality scores, kept vs dropped (plots/filter/scores_hist.csv)."""
+    import matplotlib.pyplot as plt
+
+    rows = _read_csv(plots_dir / "filter" / "scores_hist.csv")
+    if not rows:
+        return None
+    lo = [float(r["bin_start"]) for r in rows]
+    w = [float(r["bin_end"]) - float(r["bin_start"]) for r in rows]
+    kept = [int(r["kept"]) for r in rows]
+    dropped = [int(r["dropped"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(lo, dropped, width=w, align="edge", color="#bbbbbb", label=f"dropped ({sum(dropped)})")
+    ax.bar(lo, kept, width=w, align="edge", bottom=dropped, color="#2b7bba", label=f"kept ({sum(kept)})")
+    ax.set_xlabel("quality score")
+    ax.set_ylabel("files")
+    ax.set_title("quality-score histogram")
+    ax.legend()
+    return _png(fig)
+
+
+def fig_contamination(report: Any) -> Optional[bytes]:
+    """Items removed per dataset and benchmark tasks with a similar item, against tau."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(report, dict) or not report.get("sweep"):
+        return None
+    sweep = sorted(report["sweep"], key=lambda r: r["tau"])
+    taus = [r["tau"] for r in sweep]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for d in sorted({d for r in sweep for d in r.get("removed", {})}):
+        a.plot(taus, [r["removed"].get(d, 0) for r in sweep], marker="o", label=d)
+    for bm in sorted({x for r in sweep for x in r.get("tasks_similar", {})}):
+        b.plot(taus, [r["tasks_similar"].get(bm, 0) for r in sweep], marker="o", label=bm)
+    for ax, title in ((a, "items removed"), (b, "benchmark tasks with a similar item")):
+        if "tau" in report:
+            ax.axvline(report["tau"], color="#d62728", linestyle="--", linewidth=1, label=f"tau {report['tau']}")
+        ax.set_xlabel("tau")
+        ax.set_title(title)
+        ax.legend()
+    return _png(fig)
+
+
+FIGURES = {
+    "loss_curves": "Loss curves",
+    "pass_at_k": "HumanEval / MBPP pass@k, base vs phi1",
+    "probe": "Probe results per library",
+    "quality_scores": "Quality-score histogram",
+    "contamination_sweep": "Contamination sweep",
+}
+
+
+def build(out: str | Path = "reports/report", plots_dir: str | Path = "plots",
+          eval_path: str | Path = "metrics/eval.json", probe_path: str | Path = "metrics/probe.json",
+          contamination_path: str | Path = "reports/contamination.json") -> dict[str, str]:
+    """Write `out`/index.html and `out`/<figure>.png; return {figure: 'written' or why it is missing}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    plots_dir = Path(plots_dir)
+    made = {
+        "loss_curves": (fig_loss(plots_dir), f"{plots_dir}/pretrain/train.csv or {plots_dir}/finetune/train.csv"),
+        "pass_at_k": (fig_passk(_read_json(Path(eval_path))), str(eval_path)),
+        "probe": (fig_probe(_read_json(Path(probe_path))), str(probe_path)),
+        "quality_scores": (fig_quality(plots_dir), f"{plots_dir}/filter/scores_hist.csv"),
+        "contamination_sweep": (fig_contamination(_read_json(Path(contamination_path))), str(contamination_path)),
+    }
+    status = {name: "written" if png else f"missing: no {src}" for name, (png, src) in made.items()}
+    sections = []
+    for name, (png, src) in made.items():
+        title = html.escape(FIGURES[name])
+        if png:
+            b64 = base64.b64encode(png).decode()
+            sections.append(f'<section id="{name}"><h2>{title}</h2>'
+                            f'<img alt="{title}" src="data:image/png;base64,{b64}">'
+                            f'<p class="src">from {html.escape(src)} &middot; <a href="{name}.png">{name}.png</a></p></section>')
+        else:
+            sections.append(f'<section id="{name}" class="missing"><h2>{title}</h2>'
+                            f'<p>Not available: {html.escape(src)} does not exist (or holds no data).</p></section>')
+    missing = [FIGURES[n] for n, s in status.items() if s != "written"]
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>phi1 report</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}}
+img{{max-width:100%;border:1px solid #ddd}} .missing{{color:#888}} .src{{font-size:small;color:#666}}</style>
+</head><body><h1>phi1 report</h1>
+<p>Written {html.escape(time.strftime("%Y-%m-%d %H:%M:%S"))}. {len(made) - len(missing)} of {len(made)} figures;
+missing: {html.escape(", ".join(missing)) or "none"}.</p>
+{chr(10).join(sections)}
+</body></html>
+"""
+    with atomic_dir(out) as tmp:
+        for name, (png, _) in made.items():
+            if png:
+                (tmp / f"{name}.png").write_bytes(png)
+        (tmp / "index.html").write_text(page)
+    return status
+
+
+__all__ = ["run_rows", "model_rows", "compare_table", "build", "probe_table", "FIGURES"]

@@ -1,0 +1,156 @@
+"""`phi1 report` (static HTML, offline), `phi1 compare`, and the MLflow UI in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from phi1.cli import app
+from phi1.report import build, compare_table, probe_table, run_rows
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_inputs(root: Path) -> None:
+    for stage in ("pretrain", "finetune"):
+        d = root / "plots" / stage
+        d.mkdir(parents=True)
+        (d / "train.csv").write_text("step,loss\n0,8.0\n5,6.1\n10,5.2\n")
+        (d / "val.csv").write_text("step,val_loss\n0,8.1\n10,5.6\n")
+    (root / "plots/filter").mkdir()
+    (root / "plots/filter/scores_hist.csv").write_text("bin_start,bin_end,kept,dropped\n0.00,0.50,1,7\n0.50,1.00,9,0\n")
+    (root / "metrics").mkdir()
+    (root / "metrics/eval.json").write_text(json.dumps({
+        "base": {"humaneval": {"pass@1": 0.1, "n_tasks": 10}, "mbpp": {"pass@1": 0.2}},
+        "phi1": {"humaneval": {"pass@1": 0.3, "n_tasks": 10}, "mbpp": {"pass@1": 0.4}}}))
+    (root / "metrics/probe.json").write_text(json.dumps({
+        "base": {"pass_rate": 0.0, "libraries": {"pygame": {"pass_rate": 0.0}, "tkinter": {"pass_rate": 0.0}}},
+        "phi1": {"pass_rate": 0.5, "libraries": {"pygame": {"pass_rate": 0.5}, "tkinter": {"pass_rate": 0.5}}}}))
+    (root / "reports").mkdir()
+    (root / "reports/contamination.json").write_text(json.dumps({"tau": 0.9, "sweep": [
+        {"tau": 0.95, "removed": {"exercises": 1}, "tasks_similar": {"humaneval": 1}},
+        {"tau": 0.8, "removed": {"exercises": 4}, "tasks_similar": {"humaneval": 3}}]}))
+
+
+def test_report_draws_every_figure_offline(workdir):
+    write_inputs(workdir)
+    res = CliRunner().invoke(app, ["report"])
+    assert res.exit_code == 0, res.output
+    out = workdir / "reports/report"
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["contamination_sweep.png", "loss_curves.png", "pass_at_k.png", "probe.png", "quality_scores.png"]
+    assert all((out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    page = (out / "index.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 5
+    assert "missing: none" in page
+    # nothing fetched from the network: no scripts, no external URLs
+    assert "<script" not in page and not re.search(r"(src|href)=\"(https?:)?//", page)
+
+
+def test_report_names_the_missing_inputs(workdir):
+    (workdir / "metrics").mkdir()
+    (workdir / "metrics/eval.json").write_text(json.dumps({"phi1": {"humaneval": {"pass@1": 0.5}}}))
+    status = build(workdir / "out")
+    assert status["pass_at_k"] == "written"
+    assert status["probe"] == "missing: no metrics/probe.json"
+    page = (workdir / "out/index.html").read_text()
+    assert "Not available: metrics/probe.json does not exist" in page
+    assert page.count("data:image/png") == 1
+
+
+def test_probe_table_reads_libraries_at_any_depth():
+    probe = {"phi1": {"pass_rate": 0.25, "by_library": {"pygame": {"pass_rate": 0.5, "n": 2}}}}
+    assert probe_table(probe) == {"phi1": {"all": 0.25, "pygame": 0.5}}
+
+
+def test_compare_lists_runs_with_hashes_differing_params_and_metrics(workdir):
+    import mlflow
+    from rich.console import Console
+
+    from phi1.config import RegisterConfig
+    from phi1.tracking import stage_run
+
+    (workdir / "data.txt").write_text("x")
+    for tol in (0.01, 0.05):
+        with stage_run("register", RegisterConfig(tolerance=tol), inputs=["data.txt"]):
+            mlflow.log_metric("score", tol * 10)
+    rows = run_rows("register")
+    assert len(rows) == 2 and rows[0]["params"] == {"tolerance": "0.05"}
+    assert rows[0]["data"]["data.txt"].startswith("computed:")
+    console = Console(width=200, record=True)
+    console.print(compare_table(rows))
+    text = console.export_text()
+    assert "tolerance=0.01" in text and "score=0.5" in text and "data.txt=" in text
+    res = CliRunner().invoke(app, ["compare", "--models", "--model", "phi1"])
+    assert res.exit_code == 2 and "registered model 'phi1' not found" in res.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1400,1000", "--virtual-time-budget=20000"]
+
+
+@pytest.mark.slow
+@pytest.mark.gui
+def test_mlflow_ui_compares_the_runs_in_headless_chromium(workdir, tmp_path):
+    import mlflow
+
+    from phi1.tracking import setup, stage_run
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is required (apt-get install -y chromium)"
+    exp_id = setup()
+    ids = []
+    for name, loss in (("pretrain-alpha", 3.2), ("pretrain-beta", 2.9)):
+        with stage_run("pretrain", None, run_name=name) as run:
+            mlflow.log_metric("final_val_loss", loss)
+            ids.append(run.info.run_id)
+    port = _free_port()
+    server = subprocess.Popen(
+        ["mlflow", "server", "--backend-store-uri", os.environ["MLFLOW_TRACKING_URI"], "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(base + "/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        url = (f"{base}/#/compare-runs?runs={urllib.parse.quote(json.dumps(ids))}"
+               f"&experiments={urllib.parse.quote(json.dumps([exp_id]))}")
+        shot = REPO / "reports" / "mlflow_compare_runs.png"
+        shot.parent.mkdir(exist_ok=True)
+        shot.unlink(missing_ok=True)
+        common = [chromium, *CHROMIUM_FLAGS]
+        dom = subprocess.run([*common, f"--user-data-dir={tmp_path / 'profile-dom'}", "--dump-dom", url],
+                             capture_output=True, text=True, timeout=180).stdout
+        for needle in ("pretrain-alpha", "pretrain-beta", "final_val_loss"):
+            assert needle in dom, f"{needle} not on the run comparison page"
+        subprocess.run([*common, f"--user-data-dir={tmp_path / 'profile-shot'}", f"--screenshot={shot}", url],
+                       capture_output=True, timeout=180)
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
