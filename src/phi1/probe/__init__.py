@@ -1,0 +1,21 @@
+"""`phi1 probe`: the emergent-capability probe suite (Pygame, Tkinter) executed headless.
+
+    phi1 probe list                                       # the suite as JSONL
+    phi1 probe score --samples s.jsonl --out r.jsonl     # score completions
+    phi1 probe run                                        # the DVC stage
+
+Modules: suite (the probes and their programs), apivalidity (do the attribute chains of
+a completion exist in the installed library), xvfb (a private X display), score
+(samples -> verdicts and diagnostics in the sandbox), stage (the `probe` stage with its
+MLflow evaluations).
+"""
+
+
+def run(*args, **kwargs):
+    """The `probe` stage (`phi1.probe.stage.run`), imported on first use."""
+    from phi1.probe.stage import run as stage_run
+
+    return stage_run(*args, **kwargs)
+
+
+__all__ = ["run"]

@@ -1,0 +1,125 @@
+"""The `probe` stage: generate completions of every probe with each checkpoint, run them
+headless in the sandbox, score them, and log one MLflow evaluation per checkpoint.
+
+    phi1 probe run --out reports/probe --metrics metrics/probe.json   # params: `probe`
+    dvc repro probe
+
+Generation is the evaluate stage's (`phi1.evaluate.generate`, greedy). Writes
+`<out>/<checkpoint>/{samples,results}.jsonl` and `summary.json`, and
+`metrics/probe.json` = {checkpoint: {"pass_rate", "api_validity", "by_library":
+{library: {...}}}} for `dvc metrics`. In MLflow the stage run holds one nested run per
+checkpoint, an MLflow evaluation (`mlflow.models.evaluate`) whose `eval_results_table`
+has one row per probe (library, prompt, completion, passed and diagnostics), with
+metrics `pass_rate`, `api_validity` and `<library>.pass_rate`: select the base and the
+finetuned run in the UI to see the paper's comparison per library. Nothing is written
+unless every checkpoint finished.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from phi1.config import ProbeConfig
+from phi1.errors import Phi1Error
+from phi1.evaluate.benchmarks import Task
+from phi1.evaluate.execute import progress_bar
+from phi1.evaluate.generate import generate, load_model, write_samples
+from phi1.io import atomic_dir, write_json
+from phi1.probe.score import ProbeScore, probe_sandbox, score, write_results
+from phi1.probe.suite import Probe, load_suite
+
+
+def as_task(probe: Probe) -> Task:
+    """A probe as an evaluate Task: a function body completed after a HumanEval-style prompt,
+    so generation stops where HumanEval's does."""
+    return Task(benchmark="humaneval", task_id=probe.id, prompt=probe.prompt,
+                canonical_solution=probe.reference, prefix="", test="")
+
+
+def metrics_of(summary: dict) -> dict:
+    """What metrics/probe.json keeps of a checkpoint's summary."""
+    return {"pass_rate": summary["pass_rate"], "api_validity": summary["api_validity"],
+            "n_probes": summary["n_probes"], "by_library": summary["by_library"]}
+
+
+def run(cfg: ProbeConfig, out: str | Path = "reports/probe", metrics_path: str | Path = "metrics/probe.json") -> dict:
+    """Run the stage; returns what it writes to `metrics_path`."""
+    import mlflow
+
+    from phi1.tracking import stage_run
+
+    for ckpt in cfg.checkpoints:
+        if not (Path(ckpt) / "config.json").is_file():
+            raise Phi1Error(f"probe.checkpoints: {ckpt} is not a Hugging Face model folder (no config.json)")
+    probes = load_suite(libraries=tuple(cfg.libraries))
+    tasks = [as_task(p) for p in probes]
+    metrics: dict[str, dict] = {}
+    with atomic_dir(out) as tmp, probe_sandbox(cfg.workers) as box, \
+            stage_run("probe", cfg, inputs=list(cfg.checkpoints), tags={"phi1.sandbox": box.isolation}):
+        for ckpt in cfg.checkpoints:
+            lm = load_model(ckpt)
+            name = lm.name
+            with progress_bar(len(tasks), f"{name} probes: generate") as update:
+                generated = generate(lm, tasks, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                                     progress=update)
+            samples = [{"probe_id": s["task_id"], "completion": s["completion"]} for s in generated]
+            with progress_bar(len(samples), f"{name} probes: execute") as update:
+                scored = score(samples, probes, box, timeout=cfg.timeout, memory_bytes=cfg.memory_bytes,
+                               progress=update)
+            write_samples(tmp / name / "samples.jsonl", samples)
+            write_results(tmp / name / "results.jsonl", scored.rows)
+            write_json(tmp / name / "summary.json", {"checkpoint": str(ckpt), **scored.summary})
+            metrics[name] = metrics_of(scored.summary)
+            _log_evaluation(mlflow, name, str(ckpt), probes, scored)
+            mlflow.log_metrics({f"{name}.{k}": v for k, v in _flat(scored.summary).items()})
+        write_json(metrics_path, metrics)
+    return metrics
+
+
+def _flat(summary: dict) -> dict[str, float]:
+    """pass_rate, api_validity and <library>.<rate> (a null api_validity is left out)."""
+    out = {k: summary[k] for k in ("pass_rate", "api_validity") if summary[k] is not None}
+    for lib, d in summary["by_library"].items():
+        out.update({f"{lib}.{k}": d[k] for k in ("pass_rate", "api_validity") if d[k] is not None})
+    return out
+
+
+def per_probe_frame(probes, scored: ProbeScore):
+    import pandas as pd
+
+    prompts = {p.id: p.prompt for p in probes}
+    return pd.DataFrame([
+        {"probe_id": r["probe_id"], "library": r["library"], "prompt": prompts[r["probe_id"]],
+         "completion": r["completion"], "passed": int(r["passed"]), "result": r["result"],
+         "parses": int(r["parses"]), "imports": int(r["imports"]), "runs": int(r["runs"]),
+         "api_chains": r["api_chains"], "api_valid": r["api_valid"], "api_invalid": " ".join(r["api_invalid"])}
+        for r in scored.rows
+    ])
+
+
+def _probe_metric(column: str):
+    from mlflow.metrics import MetricValue, make_metric
+
+    def eval_fn(predictions, passed, api_chains, api_valid):
+        if column == "passed":
+            scores = [float(p) for p in passed]
+            agg = sum(scores) / len(scores)
+        else:
+            scores = [v / c if c else None for c, v in zip(api_chains, api_valid)]
+            agg = sum(api_valid) / sum(api_chains) if sum(api_chains) else 0.0
+        return MetricValue(scores=scores, aggregate_results={"mean": agg})
+
+    return make_metric(eval_fn=eval_fn, greater_is_better=True,
+                       name="probe_pass" if column == "passed" else "probe_api_validity")
+
+
+def _log_evaluation(mlflow, name: str, ckpt: str, probes, scored: ProbeScore) -> None:
+    """One nested MLflow run holding the probe evaluation of a checkpoint."""
+    df = per_probe_frame(probes, scored)
+    tags = {"phi1.checkpoint": name, "phi1.stage": "probe"}
+    with mlflow.start_run(run_name=f"{name}/probe", nested=True, tags=tags):
+        mlflow.log_params({"checkpoint": ckpt, "n_probes": len(df)})
+        mlflow.models.evaluate(data=df, predictions="completion", model_type=None,
+                               extra_metrics=[_probe_metric("passed"), _probe_metric("api")])
+        mlflow.log_metrics(_flat(scored.summary))
+        mlflow.log_dict(scored.summary, "summary.json")

@@ -1,0 +1,61 @@
+"""The `probe` stage end to end: two tiny checkpoints, real Xvfb, a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from phi1.cli import app
+from phi1.config import ProbeConfig
+from phi1.errors import Phi1Error
+from phi1.probe import run
+from phi1.probe.suite import load_suite
+from tests.evaluate.conftest import build_tiny_model
+
+
+@pytest.mark.gui
+@pytest.mark.slow
+def test_stage_writes_metrics_and_one_mlflow_evaluation_per_checkpoint(workdir):
+    import mlflow
+
+    build_tiny_model(workdir / "checkpoints" / "base", seed=1)
+    build_tiny_model(workdir / "checkpoints" / "phi1", seed=2)
+    (workdir / "params.yaml").write_text(
+        "probe:\n  libraries: [pygame, tkinter]\n  max_new_tokens: 8\n  batch_size: 8\n  workers: 2\n")
+    result = CliRunner().invoke(app, ["probe", "run"])
+    assert result.exit_code == 0, result.output
+
+    n = len(load_suite(libraries=("pygame", "tkinter")))
+    metrics = json.loads((workdir / "metrics" / "probe.json").read_text())
+    assert set(metrics) == {"base", "phi1"}
+    for name, m in metrics.items():
+        assert {"pass_rate", "api_validity", "by_library"} <= set(m)
+        assert m["pass_rate"] == 0.0  # a random 2-layer model writes no working program
+        assert set(m["by_library"]) == {"pygame", "tkinter"}
+        rows = [json.loads(x) for x in (workdir / "reports/probe" / name / "results.jsonl").read_text().splitlines()]
+        assert len(rows) == n and all("parses" in r and "api_chains" in r for r in rows)
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("phi1-test")
+    runs = mlflow.search_runs([exp.experiment_id], output_format="list")
+    parent = [r for r in runs if r.info.run_name == "probe"]
+    children = [r for r in runs if r.data.tags.get("phi1.stage") == "probe" and "phi1.checkpoint" in r.data.tags]
+    assert len(parent) == 1
+    assert sorted(r.info.run_name for r in children) == ["base/probe", "phi1/probe"]
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+        assert child.data.metrics["pass_rate"] == 0.0
+        assert child.data.metrics["probe_pass/mean"] == 0.0  # the MLflow evaluation's own metric
+        assert "tkinter.pass_rate" in child.data.metrics
+        table = mlflow.load_table("eval_results_table.json", run_ids=[child.info.run_id])
+        assert len(table) == n and {"probe_id", "library", "prompt", "outputs", "passed", "runs",
+                                    "api_invalid"} <= set(table.columns)
+
+
+def test_a_missing_checkpoint_is_an_error_and_writes_nothing(workdir):
+    cfg = ProbeConfig(checkpoints=("checkpoints/nope",))
+    with pytest.raises(Phi1Error, match="checkpoints/nope is not a Hugging Face model folder"):
+        run(cfg, out=workdir / "reports/probe", metrics_path=workdir / "metrics/probe.json")
+    assert not (workdir / "reports").exists() and not (workdir / "metrics").exists()
