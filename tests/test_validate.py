@@ -176,8 +176,8 @@ def test_bad_inputs_are_one_line_errors_naming_them(tmp_path, small_corpus):
     metrics = tmp_path / "metrics/filter.json"
     with pytest.raises(Phi1Error, match="dataset 'raw' not found: .*nowhere"):
         validate({"raw": tmp_path / "nowhere"}, EXPECTATIONS, metrics)
-    with pytest.raises(Phi1Error, match=r"no suite for dataset 'textbook': .*textbook\.json not found"):
-        validate({"textbook": paths["raw"]}, EXPECTATIONS, metrics)
+    with pytest.raises(Phi1Error, match=r"no suite for dataset 'nosuch': .*nosuch\.json not found"):
+        validate({"nosuch": paths["raw"]}, EXPECTATIONS, metrics)
     with pytest.raises(Phi1Error, match=r"filtered\.json uses suite parameter 'raw_mean_score', read from .*absent\.json"):
         validate({"filtered": paths["filtered"]}, EXPECTATIONS, tmp_path / "absent.json")
 

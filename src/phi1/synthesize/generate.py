@@ -1,0 +1,189 @@
+"""The LLM generator backends: prompts with the drawn topic, audience and function name,
+sent to an OpenAI-compatible endpoint (`openai`) or a local HF causal LM (`transformers`),
+and the parsing of the answers into textbook sections and exercises.
+
+    gen = OpenAIGenerator(cfg)            # or TransformersGenerator(cfg)
+    texts = gen.generate([textbook_messages(r) for r in requests], seeds=[r.seed for r in requests])
+    section = parse_textbook(texts[0])    # markdown text, or a drop reason
+    ex = parse_exercise(texts[1], "count_vowels")   # Exercise, or a drop reason
+
+The openai backend goes through phi1.llm.ChatClient: bounded concurrency, retries, and a
+response cache written as each answer arrives, so a run of a million requests that is
+interrupted resumes where it stopped (finished requests are read from the cache).
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from phi1.errors import Phi1Error
+from phi1.synthesize.exercise import Exercise, exercise_from_source, python_blocks
+from phi1.synthesize.lists import Request
+
+Messages = list[dict[str, str]]
+
+SYSTEM = "You are an expert Python teacher who writes clear, correct, self-contained teaching material."
+
+
+def textbook_messages(req: Request) -> Messages:
+    return [
+        {"role": "system", "content": SYSTEM},
+        {
+            "role": "user",
+            "content": (
+                f"Write one section of a Python textbook on the topic: {req.topic}.\n"
+                f"The reader: {req.audience}.\n"
+                "Teach by explaining a concept in a few short paragraphs, then showing it in a "
+                "short runnable example in a ```python code block, and alternate the two. Use "
+                "only the standard library. Start with a markdown heading."
+            ),
+        },
+    ]
+
+
+def exercise_messages(req: Request) -> Messages:
+    return [
+        {"role": "system", "content": SYSTEM},
+        {
+            "role": "user",
+            "content": (
+                f"Write one Python exercise on the topic: {req.topic}, for {req.audience}.\n"
+                f"It is a single function named `{req.function_name}` with type hints and a "
+                "docstring that states the task and gives two or three examples in doctest "
+                "form (>>> call, then the expected result), followed by a correct "
+                "implementation. Import what you use at the top; use only the standard "
+                "library. Answer with one ```python code block and nothing else."
+            ),
+        },
+    ]
+
+
+def parse_textbook(answer: Optional[str]) -> str:
+    """The section text when it carries code and every code block parses, else the reason
+    (`empty_response`, `no_code`, `code_unparsable`)."""
+    if not answer or not answer.strip():
+        return "empty_response"
+    blocks = python_blocks(answer)
+    if not blocks:
+        return "no_code"
+    for b in blocks:
+        try:
+            ast.parse(b)
+        except (SyntaxError, ValueError):
+            return "code_unparsable"
+    return answer.strip() + "\n"
+
+
+def parse_exercise(answer: Optional[str], function_name: str) -> Exercise | str:
+    """The exercise defined by the answer's first ```python block (or the whole answer when
+    it has no fence), or a drop reason (`empty_response`, `unparsable`,
+    `wrong_function_name`, `no_docstring`, `not_self_contained`, ...)."""
+    if not answer or not answer.strip():
+        return "empty_response"
+    blocks = python_blocks(answer)
+    code = blocks[0] if blocks else answer
+    return exercise_from_source(code, function_name)
+
+
+class OpenAIGenerator:
+    """Chat completions through the shared LLM client (phi1.llm), one request per record.
+
+    Each request carries its own `seed` in the body, so it is the same request (and the same
+    cache entry) on every run, and two requests with the same topic, audience and name still
+    get separate answers. ChatClient applies one set of params per call, so requests go out
+    as single-request calls from `concurrency` threads."""
+
+    def __init__(self, cfg: Any, progress: bool = True) -> None:
+        from phi1.llm import ChatClient
+
+        self.cfg = cfg
+        self.model = cfg.model
+        self.progress = progress
+        self.client = ChatClient(
+            cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, concurrency=1,
+            max_retries=cfg.max_retries, timeout=cfg.timeout, cache_dir=cfg.cache_path, progress=False,
+        )
+
+    def generate(self, batch: Sequence[Messages], seeds: Sequence[int], description: str = "synthesize") -> list[Optional[str]]:
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        from tqdm.auto import tqdm
+
+        out: list[Optional[str]] = [None] * len(batch)
+        params = {"temperature": self.cfg.temperature, "max_tokens": self.cfg.max_new_tokens}
+        # Submitted in windows, so a million requests never sit in memory as futures at once.
+        window = self.cfg.concurrency * 32
+        pool = ThreadPoolExecutor(max_workers=self.cfg.concurrency)
+        try:
+            with tqdm(total=len(batch), desc=description, file=sys.stderr, disable=not self.progress or not batch,
+                      unit="req", dynamic_ncols=True, mininterval=1.0) as bar:
+                for start in range(0, len(batch), window):
+                    futures = {pool.submit(self.client.complete, batch[i], seed=int(seeds[i]), **params): i
+                               for i in range(start, min(start + window, len(batch)))}
+                    for fut in as_completed(futures):
+                        out[futures[fut]] = fut.result()  # an LLMError stops the run; answers so far stay cached
+                        bar.update(1)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return out
+
+
+class TransformersGenerator:
+    """Batched sampling from a local HF causal LM directory (chat template when it has one)."""
+
+    def __init__(self, cfg: Any, progress: bool = True) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model_dir = Path(cfg.model_dir).expanduser()
+        if not (model_dir / "config.json").is_file():
+            raise Phi1Error(f"synthesize.model_dir: no Hugging Face model (config.json) in {model_dir}")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+            self.lm = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise Phi1Error(f"synthesize.model_dir: cannot load a causal LM and tokenizer from {model_dir}: {first}") from None
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self.tokenizer.padding_side = "left"  # generation continues at the right edge
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.lm.to(self.device).eval()
+        self.cfg = cfg
+        self.model = str(model_dir)
+        self.progress = progress
+
+    def _prompt(self, messages: Messages) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+    def generate(self, batch: Sequence[Messages], seeds: Sequence[int], description: str = "synthesize") -> list[Optional[str]]:
+        import torch
+        from tqdm.auto import tqdm
+
+        out: list[Optional[str]] = []
+        bs = self.cfg.batch_size
+        sample = self.cfg.temperature > 0
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(batch), bs), desc=description, file=sys.stderr,
+                              disable=not self.progress or not batch, unit="batch"):
+                prompts = [self._prompt(m) for m in batch[start : start + bs]]
+                enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+                # The batch's first request seed makes the batch reproducible.
+                torch.manual_seed(int(seeds[start]))
+                gen_kwargs: dict[str, Any] = {"max_new_tokens": self.cfg.max_new_tokens, "do_sample": sample,
+                                              "pad_token_id": self.tokenizer.pad_token_id}
+                if sample:
+                    gen_kwargs["temperature"] = self.cfg.temperature
+                ids = self.lm.generate(**enc, **gen_kwargs)
+                new = ids[:, enc["input_ids"].shape[1] :]
+                out.extend(self.tokenizer.batch_decode(new, skip_special_tokens=True))
+        return out
+
+
+__all__ = ["textbook_messages", "exercise_messages", "parse_textbook", "parse_exercise",
+           "OpenAIGenerator", "TransformersGenerator"]
