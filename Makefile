@@ -15,7 +15,9 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test ui clean-outputs
+.PHONY: install sysdeps demo test ui
+
+# sysdeps: the Debian packages the GUI probes (Xvfb) and the MLflow UI browser test (Chromium) need.
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,12 +27,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install
+sysdeps:
+	@missing=""; command -v Xvfb >/dev/null || missing="$$missing xvfb"; \
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+demo: install sysdeps
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
 	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
-test: install
+test: install sysdeps
 	$(BIN)/python -m pytest -q
 
 ui: install

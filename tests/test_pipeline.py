@@ -1,0 +1,38 @@
+"""dvc.yaml, params.yaml, the CLI and the config dataclasses agree: one name per stage."""
+
+import shlex
+
+import yaml
+from typer.main import get_command
+
+from phi1.cli import app
+from phi1.config import STAGES
+from tests.conftest import REPO
+
+
+def _dvc_stages():
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def test_every_dvc_stage_is_a_phi1_command_with_its_own_params_section():
+    commands = get_command(app).commands
+    for name, stage in _dvc_stages().items():
+        assert name in STAGES, f"dvc stage {name} has no config dataclass"
+        argv = shlex.split(stage["cmd"])
+        assert argv[0] == "phi1" and argv[1] == name, stage["cmd"]
+        assert name in commands
+        for p in stage.get("params", []):
+            key = p if isinstance(p, str) else next(iter(p))
+            assert key.split(".")[0] == name, f"stage {name} reads params of {key}"
+
+
+def test_every_stage_config_has_a_cli_command():
+    commands = get_command(app).commands
+    assert set(STAGES) <= set(commands)
+
+
+def test_dvc_deps_exist():
+    for name, stage in _dvc_stages().items():
+        for dep in stage.get("deps", []):
+            if dep.startswith("src/") or dep == "expectations":
+                assert (REPO / dep).exists(), f"{name}: dep {dep} missing"

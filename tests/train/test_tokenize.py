@@ -1,0 +1,116 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from phi1.config import TokenizeConfig
+from phi1.errors import Phi1Error
+from phi1.io import read_table, write_shards
+from phi1.train.data import MASK_PAD, MASK_PROMPT, MASK_SOLUTION, TokenShards
+from phi1.train.tokenize import run, tokenizer_fingerprint, train_bpe
+
+
+def test_tokenizer_is_an_hf_dir_with_endoftext(tokenized):
+    tok = AutoTokenizer.from_pretrained(tokenized / "tokenizer")
+    assert len(tok) == 512
+    assert tok.eos_token == tok.bos_token == tok.pad_token == "<|endoftext|>"
+    code = "def f(x):\n    return x ** 2  # ünïcode\n"
+    assert tok.decode(tok(code)["input_ids"]) == code  # byte-level: lossless
+
+
+def test_pretrain_shards_pack_documents_with_eos(tokenized):
+    folder = tokenized / "data" / "tokens" / "pretrain"
+    meta = json.loads((folder / "meta.json").read_text())
+    tok = AutoTokenizer.from_pretrained(tokenized / "tokenizer")
+    assert meta["seq_len"] == 64 and meta["dtype"] == "uint16" and not meta["has_mask"]
+    assert meta["tokenizer"] == tokenizer_fingerprint(tok)
+    train, val = TokenShards(folder, "train"), TokenShards(folder, "val")
+    s = meta["splits"]
+    # 20 files: 10% held out by content hash, whole documents on each side.
+    assert (s["train"]["documents"], s["val"]["documents"]) == (18, 2)
+    assert len(train) == s["train"]["tokens"] // 64 and len(val) == s["val"]["tokens"] // 64
+    all_train = train.tokens(np.arange(len(train))).ravel()
+    assert (all_train == tok.eos_token_id).sum() >= 17  # documents joined by <|endoftext|>
+    # Each held-out document is in val and not in train.
+    text = tok.decode(val.tokens(np.arange(len(val))).ravel())
+    held_out = [d for d in read_table(tokenized / "data/codetextbook/filtered")["content"].to_pylist()
+                if d[200:300] in text]
+    assert len(held_out) == 2
+    assert all(d[200:300] not in tok.decode(all_train) for d in held_out)
+
+
+def test_finetune_masks_prompt_solution_and_padding(tokenized):
+    folder = tokenized / "data" / "tokens" / "finetune"
+    tok = AutoTokenizer.from_pretrained(tokenized / "tokenizer")
+    train = TokenShards(folder, "train")
+    rows = np.arange(len(train))
+    toks, mask = train.tokens(rows), train.mask(rows)
+    assert set(np.unique(mask)) == {MASK_PAD, MASK_PROMPT, MASK_SOLUTION}
+    assert (toks[mask == MASK_PAD] == tok.eos_token_id).all()
+    # Every solution ends with <|endoftext|>, which is a solution (target) token.
+    ends = (toks == tok.eos_token_id) & (mask == MASK_SOLUTION)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert ends.sum() == meta["splits"]["train"]["documents"]
+    # Without the padding, the rows are the exercises end to end (long ones span rows):
+    # decoding the first two gives back their prompt and solution texts.
+    exercises = {(e["prompt"], e["solution"]) for e in read_table(tokenized / "data/codeexercises").to_pylist()}
+    stream, smask = toks[mask != MASK_PAD], mask[mask != MASK_PAD]
+    ends = np.flatnonzero((stream == tok.eos_token_id) & (smask == MASK_SOLUTION))
+    for start, end in ((0, ends[0]), (ends[0] + 1, ends[1])):
+        ids, m = stream[start:end], smask[start:end]
+        assert (tok.decode(ids[m == MASK_PROMPT]), tok.decode(ids[m == MASK_SOLUTION])) in exercises
+
+
+def test_missing_listed_input_or_column_is_an_error(workdir, filtered):
+    cfg = TokenizeConfig(vocab_size=300, seq_len=16)
+    with pytest.raises(Phi1Error, match="tokenize input not found: .*textbook"):
+        run(cfg, [(filtered, "content"), (workdir / "data/codetextbook/textbook", "text")], None)
+    with pytest.raises(Phi1Error, match="no column 'text'"):
+        run(cfg, [(filtered, "text")], None)
+    with pytest.raises(Phi1Error, match="tokenize input not found: .*codeexercises"):
+        run(cfg, [(filtered, "content")], workdir / "data/codeexercises")
+    assert not (workdir / "tokenizer").exists()
+
+
+def test_several_inputs_and_a_local_tokenizer_dir(workdir, filtered, tokenized):
+    textbook = workdir / "textbook"
+    textbook.mkdir()
+    write_shards(textbook, [{"text": f"Section {i}: loops.\n```python\nfor i in range({i}):\n    print(i)\n```\n" * 20}
+                            for i in range(5)])
+    cfg = TokenizeConfig(tokenizer=str(tokenized / "tokenizer"), seq_len=32, val_fraction=0.2)
+    metrics = run(cfg, [(filtered, "content"), (textbook, "text")], None)
+    assert metrics["pretrain"]["train_documents"] + metrics["pretrain"]["val_documents"] == 25
+    assert metrics["tokenizer_size"] == 512 and "finetune" not in metrics
+    meta = json.loads((workdir / "data/tokens/pretrain/meta.json").read_text())
+    assert meta["inputs"] == [f"{filtered}:content", f"{textbook}:text"]
+    assert json.loads((workdir / "metrics/tokenize.json").read_text())["seq_len"] == 32
+    # Same tokenizer, so the same fingerprint as the session's token folders.
+    assert meta["tokenizer"] == json.loads((tokenized / "data/tokens/pretrain/meta.json").read_text())["tokenizer"]
+
+
+def test_bpe_training_is_deterministic(filtered):
+    texts = read_table(filtered)["content"].to_pylist()
+    a, b = train_bpe(iter(texts), 400, 2), train_bpe(iter(texts), 400, 2)
+    assert a.backend_tokenizer.to_str() == b.backend_tokenizer.to_str()
+    assert len(a) == 400
+
+
+def test_cli_reads_path_and_column_and_names_a_missing_input(workdir, filtered, tokenized):
+    from typer.testing import CliRunner
+
+    from phi1.cli import app
+
+    runner = CliRunner()
+    Path("params.yaml").write_text("tokenize: {}\n")
+    missing = runner.invoke(app, ["tokenize", "--pretrain-input", f"{filtered}:content",
+                                  "--pretrain-input", "data/codetextbook/textbook:text"])
+    assert missing.exit_code == 2
+    assert "error: tokenize input not found: data/codetextbook/textbook" in missing.output
+    ok = runner.invoke(app, ["tokenize", "-S", f"tokenize.tokenizer={tokenized / 'tokenizer'}", "-S",
+                             "tokenize.seq_len=32", "--pretrain-input", f"{filtered}:content",
+                             "--finetune-input", str(tokenized / "data/codeexercises")])
+    assert ok.exit_code == 0, ok.output
+    meta = json.loads((workdir / "data/tokens/finetune/meta.json").read_text())
+    assert meta["has_mask"] and meta["seq_len"] == 32
