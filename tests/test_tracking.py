@@ -37,3 +37,10 @@ def test_unreachable_tracking_server_names_the_uri(workdir, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     with pytest.raises(TrackingError, match="unreachable at http://127.0.0.1:9"):
         setup()
+
+
+def test_numeric_metrics_flattens_and_keeps_numbers_only():
+    from phi1.tracking import numeric_metrics
+
+    got = numeric_metrics({"a": 1, "b": {"c": 2.5, "d": "x", "e": True, "f": None}, "g": [1]})
+    assert got == {"a": 1.0, "b.c": 2.5}

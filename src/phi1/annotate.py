@@ -534,7 +534,7 @@ def run(cfg: AnnotateConfig, raw: Path, out: Path, metrics_path: Path) -> dict[s
     `metrics_path`; return the metrics."""
     import mlflow
 
-    from phi1.tracking import stage_run
+    from phi1.tracking import numeric_metrics, stage_run
 
     raw, out, metrics_path = Path(raw), Path(out), Path(metrics_path)
     t0 = time.perf_counter()
@@ -560,7 +560,7 @@ def run(cfg: AnnotateConfig, raw: Path, out: Path, metrics_path: Path) -> dict[s
             write_shards(tmp, table, shard_size=10_000, schema=SCHEMA)
         write_json(metrics_path, metrics)
 
-        mlflow.log_metrics(_flat_numbers(metrics))
+        mlflow.log_metrics(numeric_metrics(metrics))
         mlflow.set_tag("annotate.model", model)
         paths = {r["id"]: r.get("path") for r in rows}
         mlflow.log_table(
@@ -571,16 +571,6 @@ def run(cfg: AnnotateConfig, raw: Path, out: Path, metrics_path: Path) -> dict[s
             mlflow.log_dict({"rejected_unparsable": rejected}, "annotate/rejected.json")
     return metrics
 
-
-def _flat_numbers(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat_numbers(v, key + "."))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[key] = float(v)
-    return out
 
 
 __all__ = [

@@ -166,6 +166,19 @@ def stage_run(
         yield run
 
 
+def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Flatten a nested metrics dict to `a.b.c -> float`, keeping only numbers (for
+    mlflow.log_metrics; booleans, strings and nulls are left out)."""
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(numeric_metrics(v, key + "."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = float(v)
+    return out
+
+
 def _param_value(v: Any) -> str:
     s = v if isinstance(v, str) else json.dumps(v)
     return s if len(s) <= 6000 else s[:5997] + "..."

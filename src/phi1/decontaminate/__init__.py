@@ -234,7 +234,7 @@ def run(cfg: Any, datasets: Mapping[str, str | Path], out: str | Path, report_pa
         plot_path: str | Path, metrics_path: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run the stage; return the metrics it wrote."""
     from phi1.decontaminate.report import plot_sweep, removed_ids, sweep
-    from phi1.tracking import stage_run
+    from phi1.tracking import numeric_metrics, stage_run
 
     start = time.perf_counter()
     tables = _load(datasets)
@@ -290,7 +290,7 @@ def run(cfg: Any, datasets: Mapping[str, str | Path], out: str | Path, report_pa
         metrics["seconds"]["total"] = round(time.perf_counter() - start, 2)
         write_json(metrics_path, metrics)
 
-        mlflow.log_metrics(_numeric(metrics))
+        mlflow.log_metrics(numeric_metrics(metrics))
         for row in table:
             step = int(round(row["tau"] * 100))
             for d, v in row["removed"].items():
@@ -301,16 +301,6 @@ def run(cfg: Any, datasets: Mapping[str, str | Path], out: str | Path, report_pa
         mlflow.log_artifact(str(plot_path), "decontaminate")
     return metrics
 
-
-def _numeric(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in metrics.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_numeric(v, key + "."))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[key] = float(v)
-    return out
 
 
 __all__ = ["run", "score"]

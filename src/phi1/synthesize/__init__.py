@@ -61,7 +61,7 @@ class _Built:
 def run(cfg: Any, filtered: str | Path, textbook_out: str | Path, exercises_out: str | Path,
         metrics_path: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run the stage; return the metrics it wrote."""
-    from phi1.tracking import stage_run
+    from phi1.tracking import numeric_metrics, stage_run
 
     start = time.time()
     lists = load_lists(cfg.topics_file, cfg.audiences_file, cfg.function_names_file)
@@ -90,7 +90,7 @@ def run(cfg: Any, filtered: str | Path, textbook_out: str | Path, exercises_out:
             write_shards(tmp, exercises.rows, shard_size=SHARD_SIZE, schema=EXERCISES_SCHEMA)
         metrics["seconds"] = round(time.time() - start, 2)
         write_json(metrics_path, metrics)
-        mlflow.log_metrics(_numeric(metrics))
+        mlflow.log_metrics(numeric_metrics(metrics))
         mlflow.log_dict(metrics, "synthesize/metrics.json")
         mlflow.log_dict({"textbook": textbook.rows[:3], "exercises": exercises.rows[:5]}, "synthesize/samples.json")
     return metrics
@@ -261,16 +261,6 @@ def _diversity(built: _Built, kind: str, cfg: Any, embedder, lists: Lists, progr
         out["code_blocks"] = sum(len(python_blocks(t)) for t in texts)
     return out
 
-
-def _numeric(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in metrics.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_numeric(v, key + "."))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[key] = float(v)
-    return out
 
 
 __all__ = ["run", "TEXTBOOK_SCHEMA", "EXERCISES_SCHEMA"]

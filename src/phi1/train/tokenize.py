@@ -317,7 +317,7 @@ def run(
     """Build the tokenizer and both token folders; return the metrics written.
 
     `finetune_input=None` tokenizes pretraining data only (finetune_out is left alone)."""
-    from phi1.tracking import stage_run
+    from phi1.tracking import numeric_metrics, stage_run
 
     t0 = time.time()
     inputs = [(Path(p), c) for p, c in pretrain_inputs]
@@ -378,7 +378,7 @@ def run(
             metrics["finetune"] = _split_metrics(ft)
         metrics["seconds"] = round(time.time() - t0, 2)
         write_json(metrics_path, metrics)
-        mlflow.log_metrics({k: float(v) for k, v in _flat(metrics).items() if isinstance(v, (int, float))})
+        mlflow.log_metrics(numeric_metrics(metrics))
     return metrics
 
 
@@ -389,16 +389,6 @@ def _split_metrics(summary: dict) -> dict:
         out.update({f"{split}_{k}": v for k, v in s.items() if k != "shards"})
     return out
 
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
