@@ -486,6 +486,12 @@ def _python_paths() -> list[str]:
     return sorted({os.path.realpath(p) for p in paths if p and os.path.exists(p)})
 
 
+def _python_paths_under_tmp() -> list[str]:
+    """The outermost Python paths inside /tmp (each a directory), nested ones dropped."""
+    inside = [p for p in _python_paths() if p.startswith("/tmp/") and os.path.isdir(p)]
+    return [p for p in inside if not any(p != q and p.startswith(q + "/") for q in inside)]
+
+
 def _blocking_dirs(paths: list[str]) -> dict[str, set[str]]:
     """Directory that others cannot traverse -> its children on the way to `paths`."""
     out: dict[str, set[str]] = {}
@@ -737,8 +743,17 @@ def _child(job: dict, ctx: _Ctx, workdir: str, uid: Optional[int], nonce_r: int,
         if ctx.namespaces:
             _unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
             x11 = os.open(X11_SOCKET_DIR, os.O_PATH) if ctx.display is not None else None
+            under_tmp = _python_paths_under_tmp()
+            keep_fds = {p: os.open(p, os.O_PATH) for p in under_tmp}
             opts = f"size={job['tmp_bytes']},mode=0700" + (f",uid={uid},gid={uid}" if uid else "")
             _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts)
+            # An interpreter or virtualenv that lives under /tmp (a CI checkout there, say)
+            # would vanish under the private /tmp: bind it back, read-only.
+            for path, fd in keep_fds.items():
+                os.makedirs(path, 0o755, exist_ok=True)
+                _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+                _mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+                os.close(fd)
             if x11 is not None:
                 # GUI policy: the X server's socket folder, read-only, inside the private
                 # /tmp. Abstract X sockets belong to the host's network namespace, so
