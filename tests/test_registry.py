@@ -158,3 +158,24 @@ def test_two_promotions_at_once_leave_one_consistent_champion(workdir):
     first, second = history
     assert json.loads(c.get_model_version("phi1", first).tags["phi1.decision"])["previous_champion"] is None
     assert json.loads(c.get_model_version("phi1", second).tags["phi1.decision"])["previous_champion"] == first
+
+
+def test_promotion_lock_of_a_remote_store_is_one_per_server_in_the_user_cache(tmp_path, monkeypatch):
+    """A server has no local file to lock beside: one lock per store URI in the user's cache,
+    the same from any working directory, so promotions from one machine are serialised."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.team.example:5000")
+    monkeypatch.chdir(tmp_path)
+    lock = registry.lock_path()
+    assert lock.parent == tmp_path / "cache" / "phi1" and lock.name.startswith("promote-")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.team.example:5000/")
+    assert registry.lock_path() == lock
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://other.example:5000")
+    assert registry.lock_path() != lock
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert registry.lock_path() == tmp_path / "mlflow.db.promote.lock"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.team.example:5000")
+    with registry.registry_lock():
+        assert lock.is_file() and not list((tmp_path / "elsewhere").iterdir())

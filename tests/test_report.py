@@ -6,12 +6,8 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,6 +15,7 @@ from typer.testing import CliRunner
 
 from phi1.cli import app
 from phi1.report import build, compare_table, probe_table, run_rows
+from tests.mlflow_server import mlflow_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,12 +94,6 @@ def test_compare_lists_runs_with_hashes_differing_params_and_metrics(workdir):
     assert res.exit_code == 2 and "registered model 'phi1' not found" in res.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1400,1000", "--virtual-time-budget=20000"]
@@ -123,21 +114,8 @@ def test_mlflow_ui_compares_the_runs_in_headless_chromium(workdir, tmp_path):
         with stage_run("pretrain", None, run_name=name) as run:
             mlflow.log_metric("final_val_loss", loss)
             ids.append(run.info.run_id)
-    port = _free_port()
-    server = subprocess.Popen(
-        ["mlflow", "server", "--backend-store-uri", os.environ["MLFLOW_TRACKING_URI"], "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(base + "/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
+    with mlflow_server(os.environ["MLFLOW_TRACKING_URI"]) as server:
+        base = server.url
         url = (f"{base}/#/compare-runs?runs={urllib.parse.quote(json.dumps(ids))}"
                f"&experiments={urllib.parse.quote(json.dumps([exp_id]))}")
         shot = REPO / "reports" / "mlflow_compare_runs.png"
@@ -151,6 +129,3 @@ def test_mlflow_ui_compares_the_runs_in_headless_chromium(workdir, tmp_path):
         subprocess.run([*common, f"--user-data-dir={tmp_path / 'profile-shot'}", f"--screenshot={shot}", url],
                        capture_output=True, timeout=180)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)

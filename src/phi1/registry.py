@@ -12,11 +12,17 @@ compares them with the current champion's tags, so it needs nothing but the regi
 Every decision (the gate table, the previous champion, who and when) is stored as the
 JSON tag `phi1.decision` on the version it concerns; the registered model's tag
 `phi1.champion_history` lists the champions in order, which is what `rollback` walks
-back. Promotion and rollback hold an exclusive file lock (`<store>.promote.lock` next to
-a sqlite store, else `.phi1-promote.lock` in the working directory) around
-read-champion, gate, move-alias, so two promotions started at once are serialised and
-each is gated against the champion the other left. With a remote tracking server that
-lock only covers processes on one machine.
+back. Promotion and rollback hold an exclusive file lock around read-champion, gate,
+move-alias, so two promotions started at once are serialised and each is gated against
+the champion the other left. With a sqlite store the lock is `<store>.promote.lock` beside
+it, which covers every process that can open the store. With any other store (an MLflow
+server over HTTP, a database) it is `phi1/promote-<hash of the URI>.lock` in the user's
+cache folder ($XDG_CACHE_HOME or ~/.cache): it serialises the promotions of one machine
+against that store, whatever their working directory, but no file lock reaches other
+machines, and MLflow has no compare-and-set on aliases. Across machines the `champion`
+alias is the source of truth: `rollback` trusts it over the history tag, and a team
+promotes from one place (CI) or accepts that two promotions in the same instant may
+both be gated against the same champion.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import getpass
+import hashlib
 import json
 import math
 import os
@@ -204,13 +211,15 @@ def evaluate_gates(cfg: RegisterConfig, candidate: dict[str, str], champion: Opt
 
 
 def lock_path() -> Path:
-    """The promotion lock file: beside a sqlite store, else in the working directory."""
+    """The promotion lock file: beside a sqlite store, else one per store URI in the user's
+    cache folder (a remote store has no local file to sit beside)."""
     from phi1.tracking import tracking_uri
 
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///"):]).with_name(Path(uri[len("sqlite:///"):]).name + ".promote.lock")
-    return Path(".phi1-promote.lock")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "phi1" / f"promote-{hashlib.sha256(uri.rstrip('/').encode()).hexdigest()[:16]}.lock"
 
 
 @contextlib.contextmanager

@@ -1,20 +1,18 @@
 import csv
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import mlflow
 import pytest
 import yaml
 
 from phi1.config import to_dict
 from phi1.train.track import RunLog
+from tests.mlflow_server import mlflow_server
 from tests.train.conftest import pretrain_cfg
-from tests.train.test_loop import _free_port
 
 
 def _rows(path: Path) -> list[dict]:
@@ -45,22 +43,8 @@ def test_csv_log_drops_rows_after_the_resumed_checkpoint(tmp_path):
 def test_tracking_server_going_away_mid_run_does_not_stop_training(workdir, tokenized, mlflow_store):
     """A real `mlflow server`, killed while a pretraining run logs to it: one warning,
     training finishes, every metric is in the CSV logs and the model is exported."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", mlflow_store, "--artifacts-destination",
-         str(workdir / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=open(workdir / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.25)
-        assert server.poll() is None, (workdir / "server.log").read_text()[-3000:]
+    with mlflow_server(mlflow_store, artifacts=workdir / "artifacts", log=workdir / "server.log") as server:
+        url = server.url
         cfg = pretrain_cfg(max_steps=60, log_every=2, checkpoint_every=20, eval_every=20, log_model=True,
                            log_system_metrics=True)
         Path("params.yaml").write_text(yaml.safe_dump({"pretrain": to_dict(cfg)}))
@@ -82,12 +66,8 @@ def test_tracking_server_going_away_mid_run_does_not_stop_training(workdir, toke
             if runs and remote.get_metric_history(runs[0].info.run_id, "loss"):
                 break
             time.sleep(0.2)
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        server.kill()
         out, err = proc.communicate(timeout=300)
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
     assert proc.returncode == 0, err[-3000:] + (workdir / "server.log").read_text()[-3000:]
     assert err.count("warning: MLflow") == 1
     assert "training goes on without MLflow" in err
