@@ -27,6 +27,14 @@ def test_params_yaml_matches_dataclasses():
         assert set(params[stage]) == set(defaults), stage
         cfg = load_stage_config(stage, REPO / "params.yaml")
         assert isinstance(cfg, cls)
+        # and the values: params.yaml is the defaults written out, so a stale value
+        # (e.g. a renamed metric key) cannot hide there
+        assert to_dict(cfg) == defaults, stage
+
+
+def test_a_gate_metric_with_at_sign_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="pass_at_1"):
+        load_stage_config("register", REPO / "params.yaml", ["register.gate_metrics=[eval.mbpp.pass@1]"])
 
 
 @pytest.mark.parametrize("cls", [*STAGES.values(), SourceConfig], ids=lambda c: c.__name__)

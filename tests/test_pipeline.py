@@ -18,7 +18,8 @@ def test_every_dvc_stage_is_a_phi1_command_with_its_own_params_section():
     commands = get_command(app).commands
     for name, stage in _dvc_stages().items():
         assert name in STAGES, f"dvc stage {name} has no config dataclass"
-        argv = shlex.split(stage["cmd"])
+        # `${<stage>.launch}` (pretrain, finetune) is the params' launcher, `phi1` by default
+        argv = shlex.split(stage["cmd"].replace(f"${{{name}.launch}}", "phi1"))
         assert argv[0] == "phi1" and argv[1] == name, stage["cmd"]
         assert name in commands
         for p in stage.get("params", []):

@@ -129,3 +129,18 @@ def test_mlflow_ui_compares_the_runs_in_headless_chromium(workdir, tmp_path):
         subprocess.run([*common, f"--user-data-dir={tmp_path / 'profile-shot'}", f"--screenshot={shot}", url],
                        capture_output=True, timeout=180)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_embeds_the_ablation_when_it_exists(workdir):
+    from phi1.ablate import Ablation, plan, write_results
+
+    rows = [{"variant": v, "checkpoint": c, "humaneval_pass@1": 0.0, "humaneval_solution_nats_per_char": 1.0 + i / 10,
+             "mbpp_solution_nats_per_char": 1.2, "exp_rev": "abc"}
+            for i, (v, c) in enumerate((v, c) for v in ("unfiltered", "filtered") for c in ("base", "phi1"))]
+    write_results(workdir / "reports/ablation", Ablation(plan=plan(["unfiltered", "filtered"]), rows=rows), {})
+    status = build(workdir / "out")
+    assert status["ablation"] == "written"
+    page = (workdir / "out/index.html").read_text()
+    assert 'id="ablation"' in page and page.count("<tr>") == 5 and "unfiltered" in page and "abc" not in page
+    assert (workdir / "out/ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "ablation" not in build(workdir / "out2", ablation_dir=workdir / "nowhere")

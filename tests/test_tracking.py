@@ -44,3 +44,27 @@ def test_numeric_metrics_flattens_and_keeps_numbers_only():
 
     got = numeric_metrics({"a": 1, "b": {"c": 2.5, "d": "x", "e": True, "f": None}, "g": [1]})
     assert got == {"a": 1.0, "b.c": 2.5}
+
+
+def test_runs_are_tagged_with_the_dvc_experiment_or_the_named_variant(workdir, monkeypatch):
+    monkeypatch.delenv("PHI1_VARIANT", raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    with stage_run("filter") as plain:
+        pass
+    monkeypatch.setenv("DVC_EXP_NAME", "filtered+textbook")  # what `dvc exp run` sets
+    with stage_run("filter") as in_exp:
+        pass
+    monkeypatch.setenv("PHI1_VARIANT", "mine")
+    with stage_run("filter") as named:
+        pass
+    tags = {k: mlflow.get_run(r.info.run_id).data.tags for k, r in
+            {"plain": plain, "in_exp": in_exp, "named": named}.items()}
+    assert "phi1.variant" not in tags["plain"]
+    assert tags["in_exp"]["phi1.variant"] == "filtered+textbook"
+    assert tags["named"]["phi1.variant"] == "mine"
+
+
+def test_new_experiment_keeps_artifacts_under_the_given_root(workdir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("elsewhere") / "mlruns"
+    exp_id = setup("phi1-artifacts-elsewhere", artifact_root=root)
+    assert mlflow.get_experiment(exp_id).artifact_location == root.resolve().as_uri()

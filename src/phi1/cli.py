@@ -208,11 +208,6 @@ def decontaminate_cmd(
         out=out, report_path=report, plot_path=plot, metrics_path=metrics)
 
 
-def _text_input(item: str) -> tuple[Path, str]:
-    path, sep, column = item.rpartition(":")
-    return (Path(path), column) if sep and column and "/" not in column else (Path(item), "content")
-
-
 @stage_command("tokenize")
 @user_errors
 def tokenize_cmd(
@@ -220,7 +215,7 @@ def tokenize_cmd(
     overrides: SetOpt = None,
     pretrain_input: Annotated[
         Optional[list[str]],
-        typer.Option(help="Pretraining dataset PATH[:COLUMN] (column default `content`). Repeatable; each must exist."),
+        typer.Option(help="Pretraining dataset PATH[:COLUMN] (column default `content`). Repeatable; each must exist. Overrides tokenize.pretrain_inputs."),
     ] = None,
     finetune_input: Annotated[Path, typer.Option(help="CodeExercises dataset (columns prompt, solution).")] = Path("data/codeexercises"),
     tokenizer: Annotated[Path, typer.Option(help="Output: HF tokenizer directory.")] = Path("tokenizer"),
@@ -231,8 +226,7 @@ def tokenize_cmd(
     """Train a byte-level BPE (or load a tokenizer dir) and pack token shards with a held-out split."""
     from phi1.train.tokenize import run
 
-    inputs = [_text_input(i) for i in pretrain_input or ["data/codetextbook/filtered:content"]]
-    run(_config("tokenize", params, overrides), pretrain_inputs=inputs, finetune_input=finetune_input,
+    run(_config("tokenize", params, overrides), pretrain_inputs=pretrain_input or None, finetune_input=finetune_input,
         tokenizer_out=tokenizer, pretrain_out=pretrain_out, finetune_out=finetune_out, metrics_path=metrics)
 
 
@@ -431,6 +425,8 @@ def compare_cmd(
     stage: Annotated[Optional[str], typer.Option(help="Only runs of this stage (tag phi1.stage).")] = None,
     limit: Annotated[int, typer.Option(help="Newest this many rows.")] = 20,
     params: ParamsOpt = Path("params.yaml"),
+    experiment: Annotated[Optional[str], typer.Option(help="MLflow experiment; default $PHI1_EXPERIMENT or phi1 (`phi1 ablate` uses phi1-ablation).")] = None,
+    variant: Annotated[Optional[str], typer.Option(help="Only runs of this variant / DVC experiment (tag phi1.variant).")] = None,
 ) -> None:
     """Print a table of runs (or model versions) with their data hashes, key params and metrics."""
     from rich.console import Console
@@ -440,8 +436,51 @@ def compare_cmd(
     if models:
         rows = model_rows(model or _config("register", params, []).model_name, limit)
     else:
-        rows = run_rows(stage, limit)
+        rows = run_rows(stage, limit, experiment=experiment, variant=variant)
     Console(width=max(Console().width, 160)).print(compare_table(rows, "model versions" if models else "runs"))
+
+
+@app.command("ablate")
+@user_errors
+def ablate_cmd(
+    variants: Annotated[Optional[str], typer.Option(help="Comma-separated variants: unfiltered, filtered, filtered+textbook (default: all three).")] = None,
+    max_tokens: Annotated[int, typer.Option(help="tokenize.max_tokens of every variant: the same pretraining token pool for each (fails if a variant holds fewer).")] = 2_000_000,
+    overrides: SetOpt = None,
+    target: Annotated[str, typer.Option(help="dvc.yaml stage each experiment runs up to. Not probe/register: the figure needs neither, and register would promote ablation models.")] = "evaluate",
+    jobs: Annotated[int, typer.Option(help="Experiments run at once (`dvc queue start --jobs`).")] = 1,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment of every run of the ablation.")] = "phi1-ablation",
+    out: Annotated[Path, typer.Option(help="Folder for results.json, results.csv and figure.png.")] = Path("reports/ablation"),
+    collect_only: Annotated[bool, typer.Option("--collect-only", help="Run nothing: collect the finished experiments again.")] = False,
+    timeout: Annotated[Optional[float], typer.Option(help="Give up waiting after this many seconds (the queue keeps running).")] = None,
+    poll: Annotated[float, typer.Option(help="Seconds between checks of the queue.")] = 10.0,
+) -> None:
+    """The data-quality ablation (paper Figure 2.1): one DVC experiment per pretraining-data variant, each giving a pretrained and a finetuned checkpoint; a results table, figure and MLflow runs.
+
+    Run it from the repo root after `dvc repro` (the shared upstream stages then come from the DVC cache). Each variant is `dvc exp run --queue --name VARIANT -S ...`, run by `dvc queue start`; `dvc exp show` lists them afterwards; a rerun replaces them.
+    """
+    import time
+
+    from rich.console import Console
+
+    from phi1.ablate import run, table
+
+    err = Console(stderr=True)
+    last: dict = {}
+
+    def progress(states: dict, stages: dict) -> None:
+        line = "  ".join(f"{n}: {s}" + (f" ({stages[n]})" if stages.get(n) else "") for n, s in states.items())
+        if line != last.get("line"):
+            last["line"] = line
+            err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {line}", highlight=False)
+
+    names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+    result = run(names, max_tokens, overrides or [], target=target, jobs=jobs, experiment=experiment, out=out,
+                 collect_only=collect_only, timeout=timeout, poll=poll, progress=progress,
+                 warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
+    Console(width=max(Console().width, 160)).print(table(result.rows, f"phi1 ablation ({result.seconds:.0f} s)"))
+    typer.echo(f"{out}/results.json  {out}/figure.png  MLflow experiment {experiment}")
+    if result.failed:
+        _fail(f"variants failed: {', '.join(result.failed)} (`dvc queue logs NAME`)", code=1)
 
 
 @app.command("report")
@@ -452,11 +491,13 @@ def report_cmd(
     eval_metrics: Annotated[Path, typer.Option(help="metrics/eval.json (pass@k per checkpoint).")] = Path("metrics/eval.json"),
     probe: Annotated[Path, typer.Option(help="metrics/probe.json (probe results per library).")] = Path("metrics/probe.json"),
     contamination: Annotated[Path, typer.Option(help="reports/contamination.json (tau sweep).")] = Path("reports/contamination.json"),
+    ablation: Annotated[Path, typer.Option(help="`phi1 ablate` results folder; its figure and table are added when it exists.")] = Path("reports/ablation"),
 ) -> None:
     """Write a static HTML report (offline, no scripts) of the pipeline's results; list the figures left out."""
     from phi1.report import build
 
-    figures = build(out, plots_dir=plots, eval_path=eval_metrics, probe_path=probe, contamination_path=contamination)
+    figures = build(out, plots_dir=plots, eval_path=eval_metrics, probe_path=probe, contamination_path=contamination,
+                    ablation_dir=ablation)
     for name, why in figures.items():
         typer.echo(f"{name}: {why}", err=True)
     typer.echo(str(out / "index.html"))
@@ -517,6 +558,71 @@ def probe_run_cmd(
     from phi1.probe import run
 
     run(_config("probe", params, overrides), out=out, metrics_path=metrics)
+
+
+preset_app = typer.Typer(
+    help="Scale presets (pipelines/<name>/params.yaml): switch params.yaml, or run one as a DVC experiment.",
+    no_args_is_help=True,
+)
+app.add_typer(preset_app, name="preset")
+
+PresetsOpt = Annotated[Path, typer.Option("--presets", help="Folder holding one folder per preset.")]
+PresetArg = Annotated[str, typer.Argument(help="Preset name, e.g. phi-1 or phi-1-small (see `phi1 preset list`).")]
+
+
+@preset_app.command("list")
+@user_errors
+def preset_list_cmd(presets: PresetsOpt = Path("pipelines")) -> None:
+    """Print each preset's name and title."""
+    from phi1.preset import describe as preset_title
+    from phi1.preset import list_presets
+
+    for name in list_presets(presets):
+        typer.echo(f"{name}\t{preset_title(name, presets)}")
+
+
+@preset_app.command("show")
+@user_errors
+def preset_show_cmd(name: PresetArg, params: ParamsOpt = Path("params.yaml"), presets: PresetsOpt = Path("pipelines")) -> None:
+    """Print the params that `phi1 preset use NAME` would write (the preset merged over --params)."""
+    from phi1.preset import dump, merged
+
+    typer.echo(dump(merged(name, params, presets)).rstrip())
+
+
+@preset_app.command("use")
+@user_errors
+def preset_use_cmd(
+    name: PresetArg,
+    params: ParamsOpt = Path("params.yaml"),
+    presets: PresetsOpt = Path("pipelines"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would change; write nothing.")] = False,
+) -> None:
+    """Merge the preset over --params, validate every stage, write it atomically; print the changed keys."""
+    from phi1.preset import use
+
+    diff = use(name, params, presets, dry_run)
+    for key, old, new in diff:
+        typer.echo(f"  {key}: {_flow(old)} -> {_flow(new)}")
+    verb = "would change" if dry_run else "changed"
+    typer.echo(f"preset {name}: {verb} {len(diff)} keys in {params}")
+
+
+def _flow(v) -> str:
+    import yaml
+
+    text = yaml.safe_dump(v, default_flow_style=True, width=10**6).strip()
+    text = text.removesuffix("...").strip()
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+@preset_app.command("exp-args")
+@user_errors
+def preset_exp_args_cmd(name: PresetArg, params: ParamsOpt = Path("params.yaml"), presets: PresetsOpt = Path("pipelines")) -> None:
+    """Print the preset as `-S key=value` overrides, shell-quoted: eval "dvc exp run $(phi1 preset exp-args NAME)"."""
+    from phi1.preset import exp_args, shell_line
+
+    typer.echo(shell_line(exp_args(name, params, presets)))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -74,6 +74,59 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class SlurmExecutorConfig:
+    """datatrove's SlurmPipelineExecutor settings, used when `ingest.executor` is slurm."""
+
+    partition: Optional[str] = None
+    """Slurm partition the tasks run on (required with executor slurm)."""
+    time: Union[str, int] = "1-00:00:00"
+    """Time limit of each task (sbatch --time), as days-hh:mm:ss: YAML reads an unquoted 12:00:00 as the number 43200."""
+    cpus_per_task: int = 1
+    """CPUs of each task (sbatch --cpus-per-task)."""
+    mem_per_cpu_gb: int = 2
+    """Memory per CPU in GB (sbatch --mem-per-cpu)."""
+    qos: Optional[str] = None
+    """Quality of service (sbatch --qos); null leaves the cluster's default."""
+    job_name: str = "phi1-ingest"
+    """Slurm job name."""
+    env_command: Optional[str] = None
+    """Shell line each job runs before the pipeline to get phi1 (e.g. `source /shared/phi1/.venv/bin/activate`); null activates the virtualenv running `phi1 ingest`, if any."""
+    sbatch_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Further sbatch options, name without dashes -> value (e.g. {account: myproject, constraint: cpu})."""
+    poll_seconds: float = 30.0
+    """Seconds between checks for finished tasks while the stage waits for the jobs."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.time, str):
+            raise ConfigError(f"ingest.slurm.time: got the number {self.time}; write the limit as days-hh:mm:ss "
+                              "(e.g. 0-12:00:00) or quote it, as YAML reads an unquoted 12:00:00 as a number")
+        if self.cpus_per_task < 1 or self.mem_per_cpu_gb < 1:
+            raise ConfigError("ingest.slurm.cpus_per_task and ingest.slurm.mem_per_cpu_gb must be >= 1")
+        if self.poll_seconds <= 0:
+            raise ConfigError("ingest.slurm.poll_seconds must be positive")
+
+
+@dataclass(frozen=True)
+class RayExecutorConfig:
+    """datatrove's RayPipelineExecutor settings, used when `ingest.executor` is ray."""
+
+    address: Optional[str] = None
+    """Ray cluster to join (`auto`, `ray://head:10001`); null starts a local Ray instance for the stage (or uses one already initialised in the process)."""
+    num_cpus: Optional[int] = None
+    """CPUs of the local Ray instance started when address is null; null: every CPU of this machine."""
+    cpus_per_task: int = 1
+    """CPUs reserved by each task."""
+    mem_per_cpu_gb: float = 2.0
+    """Memory reserved per CPU of a task, in GB."""
+
+    def __post_init__(self) -> None:
+        if self.cpus_per_task < 1 or self.mem_per_cpu_gb <= 0:
+            raise ConfigError("ingest.ray.cpus_per_task must be >= 1 and ingest.ray.mem_per_cpu_gb positive")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ConfigError("ingest.ray.num_cpus must be >= 1 or null")
+
+
+@dataclass(frozen=True)
 class IngestConfig:
     """`phi1 ingest`: read code sources, drop unusable files, deduplicate."""
 
@@ -102,9 +155,17 @@ class IngestConfig:
     tasks: int = 1
     """datatrove tasks for the read-and-filter pipeline (output is the same for any value)."""
     workers: int = 1
-    """datatrove worker processes running those tasks."""
+    """datatrove tasks running at once (local: worker processes; slurm: array tasks; ray: Ray tasks)."""
     seed: int = 1234
     """Seed of the MinHash permutations."""
+    executor: Literal["local", "slurm", "ray"] = "local"
+    """datatrove executor of the read-and-filter pipeline: local processes, Slurm array jobs (settings in `slurm`) or a Ray cluster (settings in `ray`); the global dedup runs in the stage's process."""
+    slurm: SlurmExecutorConfig = dataclasses.field(default_factory=SlurmExecutorConfig)
+    """Slurm settings (executor slurm): partition, time, cpus_per_task, mem_per_cpu_gb, qos, job_name, env_command, sbatch_args, poll_seconds."""
+    ray: RayExecutorConfig = dataclasses.field(default_factory=RayExecutorConfig)
+    """Ray settings (executor ray): address, num_cpus, cpus_per_task, mem_per_cpu_gb."""
+    work_dir: Optional[str] = None
+    """Folder for the pipeline's intermediate files and datatrove logs (a fresh subfolder per run, removed on success, kept with its logs on failure); must be on a filesystem the Slurm or Ray workers share; null: `.ingest-work/` next to the output (local: inside the output's temporary folder)."""
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -122,6 +183,8 @@ class IngestConfig:
             raise ConfigError("ingest.minhash_num_perm must be >= 2")
         if self.tasks < 1 or self.workers < 1:
             raise ConfigError("ingest.tasks and ingest.workers must be >= 1")
+        if self.executor == "slurm" and not self.slurm.partition:
+            raise ConfigError("ingest.slurm.partition: required with ingest.executor slurm")
 
 
 # --------------------------------------------------------------------------- annotate
@@ -378,6 +441,10 @@ class ValidateConfig:
 class TokenizeConfig:
     """`phi1 tokenize`: train (or load) the tokenizer, pack token shards with a held-out split."""
 
+    pretrain_inputs: tuple[str, ...] = ("data/pruned/filtered:content", "data/pruned/textbook:text")
+    """Pretraining datasets as PATH:COLUMN (column default content), in this order; `--pretrain-input` overrides; [data/raw:content] is the quality-unfiltered corpus (deduplicated, NOT decontaminated)."""
+    max_tokens: Optional[int] = None
+    """Cut the pretraining train split to exactly this many tokens (a sample of its documents across all inputs, ranked by content hash, the last one cut); fails if the inputs hold fewer; null keeps all."""
     tokenizer: str = "bpe"
     """bpe: train a byte-level BPE on the pretraining text; else a local HF tokenizer directory (the paper used codegen-350M-mono's)."""
     vocab_size: int = 4096
@@ -402,6 +469,10 @@ class TokenizeConfig:
             raise ConfigError("tokenize.val_fraction must be in (0, 1)")
         if self.tokenizer_max_docs is not None and self.tokenizer_max_docs < 1:
             raise ConfigError("tokenize.tokenizer_max_docs must be >= 1 or null")
+        if not self.pretrain_inputs or not all(isinstance(i, str) and i.strip() for i in self.pretrain_inputs):
+            raise ConfigError("tokenize.pretrain_inputs must list at least one PATH:COLUMN")
+        if self.max_tokens is not None and self.max_tokens < self.seq_len:
+            raise ConfigError(f"tokenize.max_tokens must be >= seq_len ({self.seq_len}) or null")
 
 
 # --------------------------------------------------------------------------- pretrain / finetune
@@ -409,6 +480,8 @@ class TokenizeConfig:
 
 def _check_training(cfg: Any, stage: str) -> None:
     """Contradictions shared by pretrain and finetune."""
+    if not cfg.launch.strip():
+        raise ConfigError(f"{stage}.launch must name a command (default: phi1)")
     if cfg.max_steps < 1:
         raise ConfigError(f"{stage}.max_steps must be >= 1")
     if cfg.micro_batch_size < 1 or cfg.global_batch_size % cfg.micro_batch_size:
@@ -432,6 +505,8 @@ class PretrainConfig:
 
     preset: Literal["tiny", "phi-1-small", "phi-1"] = "tiny"
     """Model shape: tiny (CPU default, ~2M params), phi-1-small (350M) or phi-1 (1.3B)."""
+    launch: str = "phi1"
+    """Command dvc.yaml runs `pretrain ...` with: phi1, or a launcher ending in the CLI module, e.g. `accelerate launch --config_file pipelines/phi-1/accelerate/ddp-8gpu.yaml -m phi1.cli`."""
     model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     """PhiConfig keywords set on top of the preset (e.g. {num_hidden_layers: 2})."""
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
@@ -497,6 +572,8 @@ class FinetuneConfig:
 
     loss_on_solution_only: bool = True
     """Take the loss on the solution tokens only (prompt tokens are context), else on every token."""
+    launch: str = "phi1"
+    """Command dvc.yaml runs `finetune ...` with: phi1, or a launcher ending in the CLI module, e.g. `accelerate launch --config_file pipelines/phi-1/accelerate/ddp-8gpu.yaml -m phi1.cli`."""
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
     """auto: flash_attention_2 when CUDA and flash-attn are present, else sdpa."""
     dropout: float = 0.0
@@ -589,8 +666,14 @@ class EvaluateConfig:
     """Address-space limit of each program process, in bytes."""
     seed: int = 1234
     """Seed of the sampling."""
+    solution_loss: bool = True
+    """Also score each checkpoint's mean per-token loss (nats) of the reference solutions given their prompts, on every task (not only `limit`)."""
+    solution_loss_limit: Optional[int] = None
+    """Score the solution loss on the first this many tasks of each benchmark only; null scores all."""
 
     def __post_init__(self) -> None:
+        if self.solution_loss_limit is not None and self.solution_loss_limit < 1:
+            raise ConfigError("evaluate.solution_loss_limit must be positive or null")
         if not self.checkpoints or not self.benchmarks:
             raise ConfigError("evaluate: checkpoints and benchmarks must not be empty")
         names = [Path(c).name for c in self.checkpoints]
@@ -687,6 +770,13 @@ class RegisterConfig:
             raise ConfigError("register.tolerance must be >= 0")
         if self.contamination_tau is not None and not 0 < self.contamination_tau <= 1:
             raise ConfigError("register.contamination_tau must be in (0, 1] or null")
+        for key in self.gate_metrics:
+            if "@" in key:
+                # Model version tags are stored with `_at_` (MLflow tag keys reject `@`), so
+                # a `pass@1` gate would never find its metric and be silently skipped.
+                raise ConfigError(
+                    f"register.gate_metrics: {key!r} names a tag with '@'; write {key.replace('@', '_at_')!r}"
+                )
 
 
 # --------------------------------------------------------------------------- registry
@@ -924,6 +1014,8 @@ def _deepcopy(v):
 __all__ = [
     "ConfigError",
     "SourceConfig",
+    "SlurmExecutorConfig",
+    "RayExecutorConfig",
     "IngestConfig",
     "AnnotateConfig",
     "FilterConfig",

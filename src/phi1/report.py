@@ -8,6 +8,7 @@ The report is one self-contained HTML file (figures embedded as base64 PNG, no s
 no network) with the same PNGs beside it: loss curves, pass@k base vs phi1, probe
 results per library, the quality-score histogram and the contamination sweep. Each
 figure is drawn only when its input exists; the page lists the ones left out and why.
+When `phi1 ablate` has written reports/ablation, its figure and table are added.
 """
 
 from __future__ import annotations
@@ -26,20 +27,25 @@ from phi1.io import atomic_dir
 # --------------------------------------------------------------------------- compare
 
 
-def run_rows(stage: Optional[str] = None, limit: int = 20) -> list[dict[str, Any]]:
-    """The newest runs of the experiment as rows: name, stage, data hashes, params, metrics."""
+def run_rows(stage: Optional[str] = None, limit: int = 20, experiment: Optional[str] = None,
+             variant: Optional[str] = None) -> list[dict[str, Any]]:
+    """The newest runs of the experiment (default: $PHI1_EXPERIMENT) as rows: name, stage
+    (and variant, for ablation runs), data hashes, params, metrics."""
     from mlflow import MlflowClient
 
     from phi1.tracking import setup
 
-    exp_id = setup()
-    flt = f"tags.`phi1.stage` = '{stage}'" if stage else ""
+    exp_id = setup(experiment)
+    clauses = [f"tags.`phi1.stage` = '{stage}'"] if stage else []
+    clauses += [f"tags.`phi1.variant` = '{variant}'"] if variant else []
+    flt = " and ".join(clauses)
     runs = MlflowClient().search_runs([exp_id], flt, max_results=limit, order_by=["attributes.start_time DESC"])
     rows = []
     for r in runs:
         tags = r.data.tags
         rows.append({
-            "name": r.info.run_name, "id": r.info.run_id[:8], "stage": tags.get("phi1.stage", "-"),
+            "name": r.info.run_name + (f" [{tags['phi1.variant']}]" if "phi1.variant" in tags else ""),
+            "id": r.info.run_id[:8], "stage": tags.get("phi1.stage", "-"),
             "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.info.start_time / 1000)),
             "status": r.info.status,
             "data": {k[len("data."):]: v for k, v in tags.items() if k.startswith("data.")},
@@ -108,6 +114,7 @@ def _short(h: str) -> str:
 
 def compare_table(rows: list[dict[str, Any]], what: str = "runs", max_metrics: int = 8):
     """The rows as a rich Table (one cell per column, key=value lines)."""
+    from rich.markup import escape  # run names may hold brackets: "pretrain [filtered]"
     from rich.table import Table
 
     t = Table(title=f"phi1: {len(rows)} {what}", show_lines=True)
@@ -119,7 +126,7 @@ def compare_table(rows: list[dict[str, Any]], what: str = "runs", max_metrics: i
         metrics = dict(sorted(r["metrics"].items())[:max_metrics])
         more = len(r["metrics"]) - len(metrics)
         t.add_row(
-            r["name"], r["id"], r["stage"], r["started"], r["status"],
+            escape(r["name"]), r["id"], r["stage"], r["started"], r["status"],
             "\n".join(f"{k}={_short(v)}" for k, v in sorted(r["data"].items())) or "-",
             "\n".join(f"{k}={v}" for k, v in sorted(r["params"].items())) or "-",
             "\n".join(f"{k}={v:.4g}" for k, v in metrics.items()) + (f"\n(+{more} more)" if more > 0 else "") or "-",
@@ -305,10 +312,37 @@ FIGURES = {
 }
 
 
+def ablation_section(ablation_dir: Path) -> tuple[Optional[bytes], str]:
+    """(figure PNG, HTML) of `phi1 ablate`'s results (reports/ablation), or (None, '')."""
+    fig = ablation_dir / "figure.png"
+    rows = _read_csv(ablation_dir / "results.csv")
+    if not fig.is_file() or not rows:
+        return None, ""
+    png = fig.read_bytes()
+    cols = [c for c in rows[0] if c != "exp_rev" and not c.endswith("_truncated")]
+
+    def cell(v: str) -> str:
+        return html.escape(f"{float(v):.4g}" if _is_number(v) else (v or "-"))
+
+    table = ("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
+             + "".join("<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
+             + "</table>")
+    b64 = base64.b64encode(png).decode()
+    title = "Data-quality ablation (phi1 ablate; cf. the paper's Figure 2.1)"
+    section = (f'<section id="ablation"><h2>{title}</h2>'
+               f'<img alt="{title}" src="data:image/png;base64,{b64}">{table}'
+               f'<p class="src">from {html.escape(str(ablation_dir))}/results.csv &middot; <a href="ablation.png">ablation.png</a>. '
+               "Solution loss per character is comparable across variants (each trains its own tokenizer); "
+               "per-token losses and validation losses are not.</p></section>")
+    return png, section
+
+
 def build(out: str | Path = "reports/report", plots_dir: str | Path = "plots",
           eval_path: str | Path = "metrics/eval.json", probe_path: str | Path = "metrics/probe.json",
-          contamination_path: str | Path = "reports/contamination.json") -> dict[str, str]:
-    """Write `out`/index.html and `out`/<figure>.png; return {figure: 'written' or why it is missing}."""
+          contamination_path: str | Path = "reports/contamination.json",
+          ablation_dir: str | Path = "reports/ablation") -> dict[str, str]:
+    """Write `out`/index.html and `out`/<figure>.png; return {figure: 'written' or why it is missing}.
+    The ablation section (figure + table) is added only when `ablation_dir` holds results."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -332,13 +366,18 @@ def build(out: str | Path = "reports/report", plots_dir: str | Path = "plots",
         else:
             sections.append(f'<section id="{name}" class="missing"><h2>{title}</h2>'
                             f'<p>Not available: {html.escape(src)} does not exist (or holds no data).</p></section>')
+    ablation_png, ablation_html = ablation_section(Path(ablation_dir))
+    if ablation_png:
+        sections.append(ablation_html)
+        status["ablation"] = "written"
     missing = [FIGURES[n] for n, s in status.items() if s != "written"]
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>phi1 report</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}}
-img{{max-width:100%;border:1px solid #ddd}} .missing{{color:#888}} .src{{font-size:small;color:#666}}</style>
+img{{max-width:100%;border:1px solid #ddd}} table{{border-collapse:collapse;font-size:small;margin-top:.5em}}
+td,th{{border:1px solid #ddd;padding:2px 6px;text-align:right}} .missing{{color:#888}} .src{{font-size:small;color:#666}}</style>
 </head><body><h1>phi1 report</h1>
-<p>Written {html.escape(time.strftime("%Y-%m-%d %H:%M:%S"))}. {len(made) - len(missing)} of {len(made)} figures;
+<p>Written {html.escape(time.strftime("%Y-%m-%d %H:%M:%S"))}. {len(made) - len(missing)} of {len(made)} figures{' + the ablation' if ablation_png else ''};
 missing: {html.escape(", ".join(missing)) or "none"}.</p>
 {chr(10).join(sections)}
 </body></html>
@@ -347,6 +386,8 @@ missing: {html.escape(", ".join(missing)) or "none"}.</p>
         for name, (png, _) in made.items():
             if png:
                 (tmp / f"{name}.png").write_bytes(png)
+        if ablation_png:
+            (tmp / "ablation.png").write_bytes(ablation_png)
         (tmp / "index.html").write_text(page)
     return status
 

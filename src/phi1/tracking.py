@@ -7,7 +7,9 @@ Tracking URI: `MLFLOW_TRACKING_URI` when set, else `sqlite:///mlflow.db` (MLflow
 refuses a plain `mlruns` file store); artifacts of experiments created here go under
 `mlruns/`. Experiment: `PHI1_EXPERIMENT`, default `phi1`. Each run is tagged with the
 stage, the git commit, and the hash of each input (from dvc.lock when DVC produced it,
-else computed here), so a run says which data made it.
+else computed here), so a run says which data made it. Runs of a DVC experiment (`dvc exp
+run` sets `DVC_EXP_NAME`) or of a named variant (`PHI1_VARIANT`, which wins) are also
+tagged `phi1.variant`, so `phi1 ablate` and the MLflow UI can group them.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ def experiment_name() -> str:
     return os.environ.get("PHI1_EXPERIMENT") or DEFAULT_EXPERIMENT
 
 
+def variant_name() -> str | None:
+    """`PHI1_VARIANT`, else the DVC experiment this process runs in (DVC's queue and temp
+    runs set `DVC_EXP_NAME`, see dvc/repo/experiments/queue/base.py), else None."""
+    return os.environ.get("PHI1_VARIANT") or os.environ.get("DVC_EXP_NAME") or None
+
+
 def _check_reachable(uri: str) -> None:
     if not uri.startswith(("http://", "https://")):
         return
@@ -53,8 +61,9 @@ def _check_reachable(uri: str) -> None:
         raise TrackingError(f"MLflow tracking server unreachable at {uri}: {exc}") from None
 
 
-def setup(experiment: str | None = None) -> str:
-    """Point MLflow at our store and experiment; return the experiment id."""
+def setup(experiment: str | None = None, artifact_root: str | Path = DEFAULT_ARTIFACT_ROOT) -> str:
+    """Point MLflow at our store and experiment (created with its artifacts under
+    `artifact_root` when new); return the experiment id."""
     import mlflow
 
     uri = tracking_uri()
@@ -66,7 +75,7 @@ def setup(experiment: str | None = None) -> str:
         if exp is None:
             location = None
             if not uri.startswith(("http://", "https://", "databricks")):
-                location = Path(DEFAULT_ARTIFACT_ROOT).resolve().as_uri()
+                location = Path(artifact_root).resolve().as_uri()
             exp_id = mlflow.create_experiment(name, artifact_location=location)
         else:
             exp_id = exp.experiment_id
@@ -157,6 +166,8 @@ def stage_run(
     all_tags = {"phi1.stage": stage, "git.commit": sha, "git.dirty": str(dirty).lower()}
     for path, h in input_hashes(inputs).items():
         all_tags[f"data.{path}"] = h
+    if variant := variant_name():
+        all_tags["phi1.variant"] = variant
     all_tags.update(tags or {})
     with mlflow.start_run(run_name=run_name or stage, tags=all_tags) as run:
         if cfg is not None:

@@ -22,7 +22,7 @@ def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_a
     build_tiny_model(workdir / "checkpoints" / "base", seed=1)
     build_tiny_model(workdir / "checkpoints" / "phi1", seed=2)
     (workdir / "params.yaml").write_text(
-        "evaluate:\n  limit: 2\n  max_new_tokens: 8\n  batch_size: 2\n  workers: 2\n"
+        "evaluate:\n  limit: 2\n  max_new_tokens: 8\n  batch_size: 2\n  workers: 2\n  solution_loss_limit: 5\n"
     )
     result = CliRunner().invoke(app, ["evaluate", "run", "-S", "evaluate.mbpp_split=validation"])
     assert result.exit_code == 0, result.output
@@ -32,7 +32,13 @@ def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_a
     for name in ("base", "phi1"):
         assert set(metrics[name]) == {"humaneval", "mbpp"}
         for bm in ("humaneval", "mbpp"):
-            assert metrics[name][bm] == {"pass@1": 0.0, "n_tasks": 2}
+            m = metrics[name][bm]
+            assert (m["pass@1"], m["n_tasks"]) == (0.0, 2)
+            # Solution loss on its own task count (solution_loss_limit, not limit).
+            assert m["solution_tasks"] == 5 and m["solution_tokens"] > 0 and 3 < m["solution_loss"] < 8
+            per_task = [json.loads(line) for line in
+                        (workdir / "reports" / "eval" / name / bm / "solution_loss.jsonl").read_text().splitlines()]
+            assert len(per_task) == 5 and sum(r["tokens"] for r in per_task) == m["solution_tokens"]
             folder = workdir / "reports" / "eval" / name / bm
             samples = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
             results = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
@@ -55,13 +61,26 @@ def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_a
         assert child.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
         assert child.data.metrics["pass_at_1"] == 0.0
         assert child.data.metrics["pass_at_1/mean"] == 0.0  # the MLflow evaluation's own metric
+        ckpt, bm = child.data.tags["phi1.checkpoint"], child.data.tags["phi1.benchmark"]
+        for key in ("solution_loss", "solution_tokens", "solution_loss_task_mean"):
+            assert child.data.metrics[key] == pytest.approx(metrics[ckpt][bm][key])
+            assert parent[0].data.metrics[f"{ckpt}.{bm}.{key}"] == pytest.approx(metrics[ckpt][bm][key])
         artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(child.info.run_id)}
-        assert {"eval_results_table.json", "summary.json", "results.jsonl"} <= artifacts
+        assert {"eval_results_table.json", "summary.json", "results.jsonl", "solution_loss.jsonl"} <= artifacts
         table = mlflow.load_table("eval_results_table.json", run_ids=[child.info.run_id])
         assert list(table["task_id"]) == ([f"HumanEval/{i}" for i in (0, 1)] if child.data.tags["phi1.benchmark"] == "humaneval"
                                           else ["Mbpp/511", "Mbpp/512"])
         assert {"prompt", "outputs", "result", "n_samples", "n_passed", "pass_at_1/score"} <= set(table.columns)
     assert parent[0].data.metrics["base.humaneval.pass_at_1"] == 0.0
+
+
+def test_solution_loss_off_leaves_only_pass_at_k(workdir):
+    build_tiny_model(workdir / "checkpoints" / "base")
+    cfg = EvaluateConfig(checkpoints=("checkpoints/base",), benchmarks=("humaneval",), limit=1, max_new_tokens=4,
+                         workers=1, solution_loss=False)
+    metrics = run(cfg, out=workdir / "reports/eval", metrics_path=workdir / "metrics/eval.json")
+    assert metrics == {"base": {"humaneval": {"pass@1": 0.0, "n_tasks": 1}}}
+    assert not (workdir / "reports/eval/base/humaneval/solution_loss.jsonl").exists()
 
 
 def test_a_missing_checkpoint_is_an_error_and_writes_nothing(workdir):
@@ -80,6 +99,7 @@ def test_a_missing_checkpoint_is_an_error_and_writes_nothing(workdir):
         ("evaluate.checkpoints=[a/phi1,b/phi1]", "folder names must be unique"),
         ("evaluate.limit=0", "evaluate.limit must be positive or null"),
         ("evaluate.top_p=0", "top_p in (0, 1]"),
+        ("evaluate.solution_loss_limit=0", "evaluate.solution_loss_limit must be positive or null"),
     ],
 )
 def test_bad_evaluate_params(tmp_path, override, message):

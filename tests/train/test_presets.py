@@ -1,3 +1,7 @@
+import json
+import math
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -59,3 +63,67 @@ def test_peak_flops_lookup():
     assert peak_flops("NVIDIA H100 PCIe") == 756e12
     assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
     assert peak_flops("cpu") is None and peak_flops(None) is None
+
+
+# --------------------------------------------------------------------------- the scale presets (pipelines/)
+
+PAPER_SIZES = {"phi-1": 1_418_270_720, "phi-1-small": 356_794_368}  # codegen's 51200-row (padded) vocabulary
+
+
+@pytest.mark.parametrize("name", list(PAPER_SIZES))
+def test_scale_preset_model_builds_on_meta_device_at_its_size(name, tmp_path):
+    """The model a preset's params describe (pretrain + tokenize sections, as `phi1
+    pretrain` reads them) has the paper's shape: ~1.3B for phi-1 (1.42B with the untied
+    head of microsoft/phi-1), ~350M for phi-1-small."""
+    from phi1.config import load_stage_config
+    from phi1.preset import use
+    from tests.conftest import REPO
+
+    params = tmp_path / "params.yaml"
+    params.write_bytes((REPO / "params.yaml").read_bytes())
+    use(name, params, REPO / "pipelines")
+    cfg = load_stage_config("pretrain", params)
+    seq_len = load_stage_config("tokenize", params).seq_len
+    config = build_config(cfg.preset, 51200, seq_len, cfg.dropout, cfg.model_overrides)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    assert count_params(model) == PAPER_SIZES[name]
+    assert config.max_position_embeddings == seq_len == 2048
+    assert config.resid_pdrop == config.embd_pdrop == config.attention_dropout == 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(PAPER_SIZES))
+def test_shrunken_scale_preset_trains_two_steps(name, workdir, tokenized):
+    """The preset's own params, applied with `phi1 preset use`, then shrunk with `-S`
+    overrides (tiny model, tiny batch, 2 steps, no bf16 on CPU, no launcher): the same
+    CLI commands dvc.yaml runs train two real steps of pretraining and of finetuning."""
+    from typer.testing import CliRunner
+
+    from phi1.cli import app
+    from tests.conftest import REPO
+
+    runner = CliRunner()
+    Path("params.yaml").write_bytes((REPO / "params.yaml").read_bytes())
+    used = runner.invoke(app, ["preset", "use", name, "--presets", str(REPO / "pipelines")])
+    assert used.exit_code == 0, used.output
+    tiny = "{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 2, attention_dropout: 0.1}"
+    shrink = ["max_steps=2", "warmup_steps=1", "micro_batch_size=2", "global_batch_size=4", "eval_every=1",
+              "eval_batches=1", "checkpoint_every=1", "log_every=1", "mixed_precision='no'", "log_model=false",
+              "log_system_metrics=false"]
+    pre = runner.invoke(app, ["pretrain", "--tokens", str(tokenized / "data/tokens/pretrain"),
+                              "--tokenizer", str(tokenized / "tokenizer"), "--out", "base", "--state", "state-pre",
+                              "--metrics", "pre.json", "--plots", "plots-pre",
+                              "-S", f"pretrain.model_overrides={tiny}", *[f"--set=pretrain.{s}" for s in shrink]])
+    assert pre.exit_code == 0, pre.output
+    fine = runner.invoke(app, ["finetune", "--tokens", str(tokenized / "data/tokens/finetune"), "--base", "base",
+                               "--out", "phi1", "--state", "state-fine", "--metrics", "fine.json",
+                               "--plots", "plots-fine", *[f"--set=finetune.{s}" for s in shrink]])
+    assert fine.exit_code == 0, fine.output
+    for metrics in ("pre.json", "fine.json"):
+        m = json.loads(Path(metrics).read_text())
+        assert m["steps"] == 2 and math.isfinite(m["final_val_loss"])
+    config = json.loads(Path("phi1/config.json").read_text())
+    # the preset's settings reached the model; the shrink only touched the sizes
+    assert (config["resid_pdrop"], config["attention_dropout"], config["num_hidden_layers"]) == (0.1, 0.1, 2)
+    assert len(list(Path("plots-pre").glob("*.csv"))) == 2

@@ -33,6 +33,7 @@ def test_pretrain_exports_an_hf_model_and_logs_the_run(workdir, tokenized):
     assert metrics["final_val_loss"] < metrics["first_val_loss"] - 0.3
     assert metrics["n_params"] == sum(p.numel() for p in model.parameters())
     assert metrics["steps"] == 30 and metrics["tokens"] == 30 * 8 * 64 and "mfu" not in metrics  # CPU: no peak
+    assert metrics["tokens_seen"] == 30 * 8 * 64  # steps x global batch x seq_len
     for name in ("train.csv", "val.csv", "loss.png"):
         assert (Path("plots/pretrain") / name).stat().st_size > 0
 

@@ -1,15 +1,17 @@
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from phi1.config import TokenizeConfig
+from phi1.config import ConfigError, TokenizeConfig
 from phi1.errors import Phi1Error
 from phi1.io import read_table, write_shards
 from phi1.train.data import MASK_PAD, MASK_PROMPT, MASK_SOLUTION, TokenShards
-from phi1.train.tokenize import run, tokenizer_fingerprint, train_bpe
+from phi1.train.tokenize import parse_input, run, tokenizer_fingerprint, train_bpe
 
 
 def test_tokenizer_is_an_hf_dir_with_endoftext(tokenized):
@@ -114,3 +116,115 @@ def test_cli_reads_path_and_column_and_names_a_missing_input(workdir, filtered, 
     assert ok.exit_code == 0, ok.output
     meta = json.loads((workdir / "data/tokens/finetune/meta.json").read_text())
     assert meta["has_mask"] and meta["seq_len"] == 32
+
+
+# --------------------------------------------------------------------------- inputs as a param, token budget
+
+
+def _train_stream(folder: Path) -> np.ndarray:
+    train = TokenShards(folder, "train")
+    return train.tokens(np.arange(len(train))).ravel()
+
+
+def test_pretrain_inputs_come_from_params_and_the_flag_overrides_them(workdir, filtered, tokenized):
+    from typer.testing import CliRunner
+
+    from phi1.cli import app
+
+    textbook = workdir / "textbook"
+    textbook.mkdir()
+    write_shards(textbook, [{"text": f"Chapter {i}: recursion.\n" * 40} for i in range(4)])
+    tok = str(tokenized / "tokenizer")
+    Path("params.yaml").write_text(
+        f"tokenize:\n  tokenizer: {tok}\n  seq_len: 32\n  pretrain_inputs: ['{filtered}:content', '{textbook}:text']\n")
+    runner = CliRunner()
+    both = runner.invoke(app, ["tokenize", "--finetune-input", str(tokenized / "data/codeexercises")])
+    assert both.exit_code == 0, both.output
+    meta = json.loads((workdir / "data/tokens/pretrain/meta.json").read_text())
+    assert meta["inputs"] == [f"{filtered}:content", f"{textbook}:text"]
+    # A bare PATH reads the `content` column; the flag replaces the param's list.
+    one = runner.invoke(app, ["tokenize", "--pretrain-input", str(filtered),
+                              "--finetune-input", str(tokenized / "data/codeexercises")])
+    assert one.exit_code == 0, one.output
+    assert json.loads((workdir / "data/tokens/pretrain/meta.json").read_text())["inputs"] == [f"{filtered}:content"]
+    # -S takes the YAML list syntax `dvc exp run -S` passes through.
+    three = runner.invoke(app, ["tokenize", "-S", f"tokenize.pretrain_inputs=[{textbook}:text]",
+                                "--finetune-input", str(tokenized / "data/codeexercises")])
+    assert three.exit_code == 0, three.output
+    assert json.loads((workdir / "data/tokens/pretrain/meta.json").read_text())["inputs"] == [f"{textbook}:text"]
+
+
+def test_max_tokens_cuts_the_train_split_to_exactly_the_budget(workdir, filtered, tokenized):
+    cfg = TokenizeConfig(tokenizer=str(tokenized / "tokenizer"), seq_len=64, val_fraction=0.1)
+    full = run(cfg, [(filtered, "content")], None, pretrain_out="full")["pretrain"]
+    stream = _train_stream(Path("full"))
+    budget = full["train_tokens"] // 3 + 17  # ends inside a document
+    capped = run(dataclasses.replace(cfg, max_tokens=budget), [(filtered, "content")], None,
+                 pretrain_out="capped")["pretrain"]
+    assert capped["train_tokens"] == budget
+    assert capped["train_tokens_before_cap"] == full["train_tokens"] == full["train_tokens_before_cap"]
+    assert capped["train_documents_before_cap"] == full["train_documents"] > capped["train_documents"]
+    assert capped["train_rows"] == budget // 64 and capped["train_dropped_tail_tokens"] == budget % 64
+    # A reproducible sample: the same budget gives the same stream.
+    again = run(dataclasses.replace(cfg, max_tokens=budget), [(filtered, "content")], None,
+                pretrain_out="again")["pretrain"]
+    assert again["train_documents"] == capped["train_documents"]
+    assert np.array_equal(_train_stream(Path("capped")), _train_stream(Path("again")))
+    assert len(stream) >= len(_train_stream(Path("capped")))
+    # The held-out split does not move with the budget.
+    assert (capped["val_tokens"], capped["val_documents"]) == (full["val_tokens"], full["val_documents"])
+    on_disk = json.loads(Path("metrics/tokenize.json").read_text())["pretrain"]
+    assert on_disk["train_tokens"] == budget and on_disk["train_tokens_before_cap"] == full["train_tokens"]
+
+
+def test_the_cap_samples_every_input_not_the_first_one(workdir, filtered, tokenized):
+    """A budget the first input alone could fill still takes documents from the second:
+    the cap ranks documents by content hash across inputs, not by input order."""
+    rows = read_table(filtered).to_pylist()
+    halves = {"first": rows[: len(rows) // 2], "second": rows[len(rows) // 2:]}
+    for name, part in halves.items():
+        Path(name).mkdir()
+        write_shards(name, part)
+    cfg = TokenizeConfig(tokenizer=str(tokenized / "tokenizer"), seq_len=64, val_fraction=0.1)
+    first = run(cfg, [(Path("first"), "content")], None, pretrain_out="first_only")["pretrain"]
+    budget = first["train_tokens"] // 2
+    run(dataclasses.replace(cfg, max_tokens=budget), [(Path("first"), "content"), (Path("second"), "content")],
+        None, pretrain_out="capped")
+    tok = AutoTokenizer.from_pretrained(tokenized / "tokenizer")
+    text = tok.decode(_train_stream(Path("capped")).tolist())
+    taken = {name: sum(r["content"][:200] in text for r in part) for name, part in halves.items()}
+    assert taken["first"] > 0 and taken["second"] > 0, taken
+
+
+def test_a_budget_the_inputs_cannot_fill_is_an_error_naming_the_shortfall(workdir, filtered, tokenized):
+    cfg = TokenizeConfig(tokenizer=str(tokenized / "tokenizer"), seq_len=64, val_fraction=0.1)
+    have = run(cfg, [(filtered, "content")], None, pretrain_out="full")["pretrain"]["train_tokens"]
+    with pytest.raises(Phi1Error) as info:
+        run(dataclasses.replace(cfg, max_tokens=have + 1000), [(filtered, "content")], None, pretrain_out="capped")
+    msg = str(info.value)
+    assert f"tokenize.max_tokens={have + 1000}" in msg and f"only {have} train tokens (1000 short)" in msg
+    assert f"{filtered}:content" in msg and "\n" not in msg
+    assert not Path("capped").exists()  # nothing half-written
+    # Exactly what the inputs hold is fine.
+    assert run(dataclasses.replace(cfg, max_tokens=have), [(filtered, "content")], None,
+               pretrain_out="capped")["pretrain"]["train_tokens"] == have
+
+
+@pytest.mark.parametrize("item, parsed", [
+    ("data/raw:content", ("data/raw", "content")),
+    ("data/pruned/textbook:text", ("data/pruned/textbook", "text")),
+    ("data/raw", ("data/raw", "content")),
+    ("C:/data/x", ("C:/data/x", "content")),
+])
+def test_parse_input(item, parsed):
+    path, column = parse_input(item)
+    assert (str(path), column) == (str(Path(parsed[0])), parsed[1])
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"pretrain_inputs": ()}, "tokenize.pretrain_inputs must list at least one"),
+    ({"max_tokens": 10, "seq_len": 64}, "tokenize.max_tokens must be >= seq_len (64)"),
+])
+def test_bad_tokenize_params(kw, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        TokenizeConfig(**kw)

@@ -6,7 +6,8 @@
 
 Modules: sandbox (runs untrusted programs), benchmarks (tasks, programs, prompts),
 passk (the estimator), execute (samples -> verdicts), generate (a model -> samples),
-stage (the `evaluate` stage with its MLflow evaluations).
+solution_loss (the loss of reference solutions given their prompts), stage (the
+`evaluate` stage with its MLflow evaluations).
 """
 
 

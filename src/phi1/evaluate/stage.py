@@ -6,9 +6,13 @@
 For each checkpoint x benchmark: completions (generate.py), verdicts in the sandbox
 (execute.py), pass@k. Writes `<out>/<checkpoint>/<benchmark>/{samples,results}.jsonl`
 and `summary.json`, and `metrics/eval.json` = {checkpoint: {benchmark: {"pass@1": ..}}}
-for `dvc metrics`. In MLflow the stage run holds one nested run per checkpoint x
-benchmark, each an MLflow evaluation (`mlflow.models.evaluate` with a pass@k metric
-per k and the per-task table as its `eval_results_table` artifact), tagged
+for `dvc metrics`. Unless `solution_loss: false`, each checkpoint x benchmark also gets
+its solution loss (solution_loss.py) on every task (`solution_loss_limit`, not `limit`):
+`solution_loss`, `solution_tokens` and friends beside pass@k, and per task in
+`<out>/<checkpoint>/<benchmark>/solution_loss.jsonl`. In MLflow the stage run holds
+one nested run per checkpoint x benchmark, each an MLflow evaluation
+(`mlflow.models.evaluate` with a pass@k metric per k and the per-task table as its
+`eval_results_table` artifact, plus the solution-loss metrics), tagged
 `phi1.checkpoint` and `phi1.benchmark`: select them in the UI to compare checkpoints
 side by side. Nothing is written under `out` or to the metrics file unless every
 evaluation finished.
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from phi1.config import EvaluateConfig
 from phi1.errors import Phi1Error
@@ -26,6 +30,7 @@ from phi1.evaluate import benchmarks
 from phi1.evaluate.execute import Scored, open_sandbox, progress_bar, score, write_results
 from phi1.evaluate.generate import generate, load_model, write_samples
 from phi1.evaluate.passk import pass_at_k
+from phi1.evaluate.solution_loss import SolutionLoss, solution_loss
 from phi1.io import atomic_dir, write_json
 
 
@@ -63,10 +68,23 @@ def run(cfg: EvaluateConfig, out: str | Path = "reports/eval", metrics_path: str
                 write_json(folder / "summary.json", {"checkpoint": str(ckpt), **scored.summary})
                 passk = {k: v for k, v in scored.summary.items() if k.startswith("pass@")}
                 metrics.setdefault(name, {})[bm] = {**passk, "n_tasks": scored.summary["n_tasks"]}
-                _log_evaluation(mlflow, name, str(ckpt), bm, tasks, scored, cfg.k)
+                loss = _solution_loss(lm, bm, cfg) if cfg.solution_loss else None
+                if loss is not None:
+                    metrics[name][bm].update(loss.metrics())
+                    write_samples(folder / "solution_loss.jsonl", loss.per_task)  # any rows as JSONL
+                _log_evaluation(mlflow, name, str(ckpt), bm, tasks, scored, cfg.k, loss)
                 mlflow.log_metrics({f"{name}.{bm}.{_metric_name(k)}": v for k, v in passk.items()})
+                if loss is not None:
+                    mlflow.log_metrics({f"{name}.{bm}.{k}": v for k, v in loss.metrics().items()})
         write_json(metrics_path, metrics)
     return metrics
+
+
+def _solution_loss(lm, bm: str, cfg: EvaluateConfig) -> SolutionLoss:
+    """Solution loss on every task of the benchmark (`solution_loss_limit`, not `limit`)."""
+    tasks = benchmarks.load(bm, cfg.mbpp_split, cfg.solution_loss_limit)
+    with progress_bar(len(tasks), f"{lm.name} {bm}: solution loss") as update:
+        return solution_loss(lm, tasks, batch_size=cfg.batch_size, progress=update)
 
 
 def _metric_name(key: str) -> str:
@@ -106,7 +124,8 @@ def _pass_at_k_metric(k: int):
     return make_metric(eval_fn=eval_fn, greater_is_better=True, name=f"pass_at_{k}")
 
 
-def _log_evaluation(mlflow, name: str, ckpt: str, bm: str, tasks, scored: Scored, ks) -> None:
+def _log_evaluation(mlflow, name: str, ckpt: str, bm: str, tasks, scored: Scored, ks,
+                    loss: Optional[SolutionLoss] = None) -> None:
     """One nested MLflow run holding the evaluation of a checkpoint on a benchmark."""
     df = per_task_frame(tasks, scored)
     tags = {"phi1.checkpoint": name, "phi1.benchmark": bm, "phi1.stage": "evaluate"}
@@ -118,5 +137,8 @@ def _log_evaluation(mlflow, name: str, ckpt: str, bm: str, tasks, scored: Scored
         )
         summary = {k: v for k, v in scored.summary.items() if k.startswith("pass@")}
         mlflow.log_metrics({_metric_name(k): v for k, v in summary.items()})
+        if loss is not None:
+            mlflow.log_metrics(loss.metrics())
+            mlflow.log_text("".join(json.dumps(r) + "\n" for r in loss.per_task), "solution_loss.jsonl")
         mlflow.log_dict(scored.summary, "summary.json")
         mlflow.log_text("".join(json.dumps(r) + "\n" for r in scored.rows), "results.jsonl")

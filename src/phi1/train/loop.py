@@ -57,6 +57,7 @@ CKPT_RE = re.compile(r"^checkpoint-(\d{8})$")
 NON_TRAJECTORY = {
     "log_every", "keep_last", "log_model", "log_system_metrics", "eval_every", "eval_batches",
     "checkpoint_every", "export", "peak_flops",
+    "launch",  # the launcher string; the world size it gives is fingerprinted on its own
 }
 
 

@@ -130,6 +130,9 @@ def _finish(stage, cfg, net, tokenizer, result: LoopResult, log: RunLog, out: Pa
         loss_plot(tmp / "train.csv", tmp / "val.csv", tmp / "loss.png", title=f"{stage}: loss")
     metrics = {k: v for k, v in result.as_dict().items() if v is not None}
     metrics["ln_vocab_size"] = math.log(net.config.vocab_size)
+    # steps x global batch x seq_len over the whole run (resumes included): the budget
+    # that data ablations hold equal, under the name they compare.
+    metrics["tokens_seen"] = result.tokens
     metrics["stage_seconds"] = round(time.time() - t0, 2)
     write_json(metrics_path, metrics)
     log.call("log metrics", mlflow.log_metrics,

@@ -1,8 +1,9 @@
 """Stage `tokenize`: a byte-level BPE tokenizer and packed token shards.
 
-    phi1 tokenize                  # params.yaml section `tokenize`
+    phi1 tokenize                  # params.yaml section `tokenize` (inputs: tokenize.pretrain_inputs)
+    phi1 tokenize -S 'tokenize.pretrain_inputs=[data/raw:content]' -S tokenize.max_tokens=2000000
     phi1 tokenize --pretrain-input data/codetextbook/filtered:content \
-                  --pretrain-input data/codetextbook/textbook:text
+                  --pretrain-input data/codetextbook/textbook:text     # overrides the param
 
 Tokenizer: trained on the pretraining text with HF tokenizers (byte-level BPE, so any
 byte sequence encodes; `<|endoftext|>` is its one special token and plays bos, eos and
@@ -11,7 +12,10 @@ pad, as in codegen's tokenizer), or copied from a local HF tokenizer directory
 `save_pretrained` so `AutoTokenizer.from_pretrained("tokenizer")` loads it.
 
 Pretraining shards (paper, section 2): documents joined by `<|endoftext|>`, the stream
-cut into `seq_len` rows; the last partial row is dropped. Finetuning shards: each
+cut into `seq_len` rows; the last partial row is dropped. `max_tokens` cuts the train
+split to an exact token budget (a content-hash-ordered sample of the train documents
+across all inputs, the last one cut), so that variants of the data are compared at
+equal budgets; too few tokens is an error. Finetuning shards: each
 exercise is `prompt + solution + <|endoftext|>`, prompt and solution encoded apart (as
 the model sees a prompt alone at evaluation), packed greedily without splitting an
 exercise that fits, padded with `<|endoftext|>`; a parallel mask marks padding (0),
@@ -25,6 +29,7 @@ See `phi1.train.data` for the on-disk layout.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -235,23 +240,68 @@ def _batches(it: Iterable, n: int) -> Iterator[list]:
 
 
 def tokenize_pretrain(tokenizer, inputs: Sequence[tuple[Path, str]], out: Path, seq_len: int,
-                      val_fraction: float, shard_tokens: int, held_out: set[bytes]) -> dict:
-    """Encode and pack the pretraining documents into `out`; return its split summary."""
+                      val_fraction: float, shard_tokens: int, held_out: set[bytes],
+                      max_tokens: int | None = None) -> dict:
+    """Encode and pack the pretraining documents into `out`; return its split summary.
+
+    `max_tokens` cuts the train split to exactly that many tokens, taken as a uniform
+    sample of the train documents across all inputs: documents are ranked by the sha1 of
+    their text (a seeded-by-content random order), taken in that order until the budget
+    is filled, the one crossing it cut, and written in input order. A cap by input order
+    would keep only the first input whenever it alone fills the budget. Capping costs a
+    second encoding pass; the summary reports the train tokens before the cap, and a
+    budget the inputs cannot fill is an error, never a silently smaller split."""
     backend = tokenizer.backend_tokenizer
     eos = tokenizer.eos_token_id
     dtype = _dtype(model_vocab_size(tokenizer))
+
+    def encoded() -> Iterator[tuple[bytes, str, list[int]]]:
+        for path, column in inputs:
+            for batch in _batches(_progress(iter_column(path, column), None, f"encode {path}"), 512):
+                for text, enc in zip(batch, backend.encode_batch(batch, add_special_tokens=False)):
+                    yield doc_key(text), text, enc.ids + [eos]
+
+    available = {"documents": 0, "tokens": 0}  # train split before the cap
+    allowance: dict[bytes, int] | None = None  # train doc key -> tokens it may contribute
+    if max_tokens is not None:
+        lengths: dict[bytes, int] = {}
+        for key, _, ids in encoded():
+            if key not in held_out:
+                available["documents"] += 1
+                available["tokens"] += len(ids)
+                lengths.setdefault(key, len(ids))
+        if available["tokens"] < max_tokens:
+            names = ", ".join(f"{p}:{c}" for p, c in inputs)
+            raise Phi1Error(
+                f"tokenize.max_tokens={max_tokens}: the pretraining inputs hold only {available['tokens']} train "
+                f"tokens ({max_tokens - available['tokens']} short): {names}"
+            )
+        allowance, left = {}, max_tokens
+        for key in sorted(lengths):
+            if left <= 0:
+                break
+            allowance[key] = min(lengths[key], left)
+            left -= allowance[key]
+
     writers = {s: ShardWriter(out, s, seq_len, dtype, shard_tokens, with_mask=False) for s in ("train", "val")}
     packers = {s: StreamPacker(w) for s, w in writers.items()}
     docs = {"train": 0, "val": 0}
     chars = 0
-    for path, column in inputs:
-        for batch in _batches(_progress(iter_column(path, column), None, f"encode {path}"), 512):
-            for text, enc in zip(batch, backend.encode_batch(batch, add_special_tokens=False)):
-                split = "val" if doc_key(text) in held_out else "train"
-                packers[split].add(enc.ids + [eos])
-                docs[split] += 1
-                chars += len(text)
+    for key, text, ids in encoded():
+        split = "val" if key in held_out else "train"
+        if split == "train":
+            if allowance is None:
+                available["documents"] += 1
+                available["tokens"] += len(ids)
+            else:
+                ids = ids[:allowance.pop(key, 0)]  # pop: an exact duplicate text counts once
+                if not ids:
+                    continue
+        packers[split].add(ids)
+        docs[split] += 1
+        chars += len(text)  # of the documents packed (a cut one counts whole)
     summary = _summary(writers, packers, docs)
+    summary["train"].update(tokens_before_cap=available["tokens"], documents_before_cap=available["documents"])
     summary["chars_per_token"] = round(chars / max(1, sum(p.n_tokens for p in packers.values())), 4)
     return summary
 
@@ -305,10 +355,17 @@ def _exercises(path: Path) -> Iterator[tuple[str, str]]:
 # --------------------------------------------------------------------------- stage
 
 
+def parse_input(item: str) -> tuple[Path, str]:
+    """`PATH[:COLUMN]` -> (path, column); the column defaults to `content` (a colon
+    followed by a slash belongs to the path)."""
+    path, sep, column = item.rpartition(":")
+    return (Path(path), column) if sep and path and column and "/" not in column else (Path(item), "content")
+
+
 def run(
     cfg,
-    pretrain_inputs: Sequence[tuple[str | Path, str]],
-    finetune_input: str | Path | None,
+    pretrain_inputs: Sequence[tuple[str | Path, str] | str] | None = None,
+    finetune_input: str | Path | None = None,
     tokenizer_out: str | Path = "tokenizer",
     pretrain_out: str | Path = "data/tokens/pretrain",
     finetune_out: str | Path = "data/tokens/finetune",
@@ -316,13 +373,18 @@ def run(
 ) -> dict:
     """Build the tokenizer and both token folders; return the metrics written.
 
+    `pretrain_inputs` (PATH:COLUMN strings or (path, column) pairs) overrides
+    `cfg.pretrain_inputs`; the config logged to MLflow shows the inputs used.
     `finetune_input=None` tokenizes pretraining data only (finetune_out is left alone)."""
     from phi1.tracking import numeric_metrics, stage_run
 
     t0 = time.time()
-    inputs = [(Path(p), c) for p, c in pretrain_inputs]
-    if not inputs:
-        raise Phi1Error("tokenize: no pretraining input given")
+    if pretrain_inputs is not None:
+        if not pretrain_inputs:
+            raise Phi1Error("tokenize: no pretraining input given")
+        items = tuple(i if isinstance(i, str) else f"{i[0]}:{i[1]}" for i in pretrain_inputs)
+        cfg = dataclasses.replace(cfg, pretrain_inputs=items)
+    inputs = [parse_input(i) for i in cfg.pretrain_inputs]
     for path, column in inputs:
         check_dataset(path, [column])
     ft_path = Path(finetune_input) if finetune_input is not None else None
@@ -366,7 +428,8 @@ def run(
             "seq_len": cfg.seq_len, "vocab_size": model_vocab_size(tokenizer), "tokenizer_size": len(tokenizer),
             "eos_token_id": tokenizer.eos_token_id, "dtype": np.dtype(_dtype(model_vocab_size(tokenizer))).name,
         }
-        pre = tokenize_pretrain(tokenizer, inputs, pre_dir, cfg.seq_len, cfg.val_fraction, cfg.shard_tokens, held_out)
+        pre = tokenize_pretrain(tokenizer, inputs, pre_dir, cfg.seq_len, cfg.val_fraction, cfg.shard_tokens, held_out,
+                                cfg.max_tokens)
         write_json(pre_dir / META, {**common, "has_mask": False, "inputs": [f"{p}:{c}" for p, c in inputs],
                                     "splits": pre, "tokenizer": tokenizer_fingerprint(tokenizer)})
         metrics: dict = {**common, "pretrain": _split_metrics(pre)}
@@ -398,4 +461,4 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.md5(json.dumps([vocab, tokenizer.eos_token]).encode()).hexdigest()
 
 
-__all__ = ["run", "train_bpe", "load_tokenizer", "model_vocab_size", "tokenizer_fingerprint", "EOS"]
+__all__ = ["run", "parse_input", "train_bpe", "load_tokenizer", "model_vocab_size", "tokenizer_fingerprint", "EOS"]

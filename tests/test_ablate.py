@@ -1,0 +1,222 @@
+"""`phi1 ablate`: the variant plan, the results and figure, and (slow) a shrunken
+ablation through the real command: two DVC experiments in a temp git + DVC copy of the
+pipeline, MLflow runs tagged by variant, results and figure."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from phi1.ablate import (VARIANTS, Ablation, collect, experiments, figure, plan, table, tracking_env, valid_exp_name,
+                         write_results)
+from phi1.errors import Phi1Error
+from tests.conftest import REPO
+from tests.dvc_repo import pipeline_repo, tool_env
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_plan_gives_every_variant_the_same_budget_and_overrides():
+    got = plan(None, 4096, ["pretrain.max_steps=3"])
+    assert list(got) == ["unfiltered", "filtered", "filtered+textbook"]
+    assert got["unfiltered"][0] == "tokenize.pretrain_inputs=[data/raw:content]"
+    for sets in got.values():
+        assert sets[1:] == ["tokenize.max_tokens=4096", "pretrain.max_steps=3"]
+    assert plan(["filtered"], None)["filtered"] == ["tokenize.pretrain_inputs=[data/pruned/filtered:content]"]
+
+
+@pytest.mark.parametrize("variants, max_tokens, overrides, msg", [
+    (["textbook"], 10, [], "unknown ablation variant"),
+    (["filtered", "filtered"], 10, [], "lists a variant twice"),
+    (None, 0, [], "--max-tokens must be positive"),
+    (None, 10, ["nokey"], "expected section.key=value"),
+    (None, 10, ["tokenize.max_tokens=5"], "what the variants"),
+])
+def test_plan_rejects_what_would_break_the_comparison(variants, max_tokens, overrides, msg):
+    with pytest.raises(Phi1Error, match=msg):
+        plan(variants, max_tokens, overrides)
+
+
+def test_variant_names_are_valid_exp_names_and_the_check_agrees_with_git():
+    for name in [*VARIANTS, "a b", "x/y", "a..b", ".x", "x.lock", "q?", "t~1", "c:d", "ok_name-1.2"]:
+        git = subprocess.run(["git", "check-ref-format", f"refs/exps/ab/cd/{name}"]).returncode == 0
+        assert valid_exp_name(name) == (git and "/" not in name), name
+    assert all(valid_exp_name(n) for n in VARIANTS)
+
+
+def test_tracking_env_makes_the_store_absolute_and_drops_a_fixed_variant(tmp_path):
+    base = {"PATH": "/usr/bin", "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db", "PHI1_VARIANT": "x"}
+    env = tracking_env(tmp_path, "abl", base)
+    assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert env["PHI1_EXPERIMENT"] == "abl" and "PHI1_VARIANT" not in env
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    assert tracking_env(tmp_path, "abl", {})["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    remote = tracking_env(tmp_path, "abl", {"MLFLOW_TRACKING_URI": "http://mlflow:5000"})
+    assert remote["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+def test_workers_running_reads_dvc_task_process_files(tmp_path):
+    from phi1.ablate import workers_running
+
+    celery = tmp_path / ".dvc/tmp/exps/celery"
+    celery.mkdir(parents=True)
+    assert workers_running(tmp_path) == 0
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (celery / "dvc-exp-worker-1.json").write_text(json.dumps({"pid": os.getpid(), "returncode": None}))
+    (celery / "dvc-exp-worker-2.json").write_text(json.dumps({"pid": os.getpid(), "returncode": 0}))
+    (celery / "dvc-exp-worker-3.json").write_text(json.dumps({"pid": int(dead.stdout), "returncode": None}))
+    (celery / "dvc-exp-worker-4.json").write_text("")  # being written
+    assert workers_running(tmp_path) == 1
+
+
+def _exp(name: str, state: str, he_loss: float, tokens: int) -> dict:
+    """One experiment entry in the shape `dvc exp show --json` prints."""
+    evals = {ck: {bm: {"pass@1": 0.0, "solution_loss": he_loss - 0.1 * i, "solution_tokens": tokens,
+                       "solution_truncated": 0} for bm in ("humaneval", "mbpp")}
+             for i, ck in enumerate(("base", "phi1"))}
+    data = {"metrics": {"metrics/eval.json": {"data": evals},
+                        "metrics/pretrain.json": {"data": {"final_val_loss": 5.0, "tokens_seen": 1000}},
+                        "metrics/finetune.json": {"data": {"final_val_loss": 4.0, "tokens_seen": 200}},
+                        "metrics/tokenize.json": {"data": {"pretrain": {"train_tokens": 4096}}}},
+            "params": {"params.yaml": {"data": {"evaluate": {"mbpp_split": "test", "solution_loss_limit": 3}}}}}
+    return {"name": name, "revs": [{"rev": f"{name}-rev", "name": name, "data": data}],
+            "executor": {"state": state, "local": {"log": None}}}
+
+
+def test_collect_reads_finished_exps_and_normalises_loss_per_character():
+    from phi1.evaluate import benchmarks
+    from phi1.evaluate.solution_loss import reference
+
+    show = [{"rev": "HEAD", "experiments": [_exp("filtered", "success", 2.0, 300), _exp("unfiltered", "failed", 1.0, 300)]}]
+    assert {n: e["state"] for n, e in experiments(show).items()} == {"filtered": "success", "unfiltered": "failed"}
+    rows = collect(show, ["filtered", "unfiltered"])
+    assert [(r["variant"], r["checkpoint"]) for r in rows] == [("filtered", "base"), ("filtered", "phi1")]
+    chars = sum(len(reference(t)) for t in benchmarks.load("humaneval", "test", 3))
+    assert rows[0]["humaneval_solution_nats_per_char"] == pytest.approx(2.0 * 300 / chars)
+    assert rows[1]["humaneval_solution_loss"] == pytest.approx(1.9)
+    assert rows[0]["tokens_seen"] == 1000 and rows[1]["tokens_seen"] == 1200
+    assert rows[0]["finetune_val_loss"] is None and rows[1]["finetune_val_loss"] == 4.0
+    assert rows[0]["exp_rev"] == "filtered-rev" and rows[0]["pretrain_pool_tokens"] == 4096
+
+
+def test_results_files_figure_and_table(tmp_path):
+    show = [{"rev": "HEAD", "experiments": [_exp(n, "success", 2.0 + i / 10, 300) for i, n in enumerate(VARIANTS)]}]
+    res = Ablation(plan=plan(None, 4096), states={n: "success" for n in VARIANTS}, rows=collect(show, list(VARIANTS)))
+    write_results(tmp_path / "abl", res, {"max_tokens": 4096})
+    got = json.loads((tmp_path / "abl/results.json").read_text())
+    assert len(got["rows"]) == 6 and got["max_tokens"] == 4096 and got["plan"] == res.plan
+    lines = (tmp_path / "abl/results.csv").read_text().splitlines()
+    assert lines[0].startswith("variant,checkpoint,humaneval_pass@1") and len(lines) == 7
+    assert (tmp_path / "abl/figure.png").read_bytes()[:8] == PNG
+    assert figure(res.rows[:2])[:8] == PNG  # one variant is drawable too
+    assert table(res.rows).row_count == 6
+
+
+# --------------------------------------------------------------------------- end to end
+
+TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+FAST = {"max_steps": 3, "micro_batch_size": 2, "global_batch_size": 2, "warmup_steps": 1, "eval_every": 3,
+        "eval_batches": 1, "checkpoint_every": 3, "log_every": 1, "log_model": False, "log_system_metrics": False}
+
+
+def shrunk_params(corpus: Path) -> dict:
+    """The repo's params.yaml, test-sized: 20 files, few exercises, a 2-layer model, 3 steps."""
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    p["ingest"]["sources"] = [{"name": "corpus", "kind": "local", "paths": [str(corpus)]}]
+    # all 20 files are library modules scoring 0.59..0.94: a higher bar gives both classes
+    p["annotate"].update({"sample_size": 20, "label_threshold": 0.8})
+    p["filter"].update({"max_tokens": 64, "n_estimators": 20})
+    p["synthesize"].update({"n_textbook": 10, "n_exercises": 30, "max_tokens": 64})
+    p["decontaminate"].update({"max_tokens": 64, "detectors": ["ngram", "ast"]})
+    p["tokenize"].update({"vocab_size": 512, "seq_len": 64})
+    p["pretrain"].update(FAST, model_overrides=TINY)
+    p["finetune"].update(FAST)
+    p["evaluate"].update({"limit": 2, "max_new_tokens": 16, "solution_loss_limit": 3})
+    return p
+
+
+@pytest.mark.slow
+def test_shrunken_ablation_through_the_command(tmp_path, small_corpus, monkeypatch):
+    """~3.5 min on the shared 2-core box: `dvc repro validate` once, then `phi1 ablate`
+    with two variants (tokenize -> evaluate each, in DVC's queue)."""
+    import mlflow
+
+    # A relative sqlite URI, as a user has it: ablate must make it absolute for the queue.
+    env = tool_env(MLFLOW_TRACKING_URI="sqlite:///mlflow.db")
+    env.pop("PHI1_EXPERIMENT", None)
+    repo = pipeline_repo(tmp_path / "repo", shrunk_params(small_corpus), env)
+    repo.sh("dvc", "repro", "validate")
+    repo.commit("baseline: shared upstream stages")
+
+    done = repo.sh("phi1", "ablate", "--variants", "unfiltered,filtered", "--max-tokens", "8192",
+                   "-S", "pretrain.seed=7", "--poll", "2", "--timeout", "900")
+    assert "unfiltered: success" in done.stderr and "filtered: success" in done.stderr
+    assert "unfiltered: running (" in done.stderr  # live progress: which exp, which stage
+    assert "phi1 ablation" in done.stdout  # the table
+
+    show = json.loads(repo.sh("dvc", "exp", "show", "--json").stdout)
+    exps = experiments([b for b in show if b["rev"] != "workspace"])
+    assert {n: e["state"] for n, e in exps.items()} == {"unfiltered": "success", "filtered": "success"}
+    params = {n: e["data"]["params"]["params.yaml"]["data"] for n, e in exps.items()}
+    assert params["unfiltered"]["tokenize"]["pretrain_inputs"] == ["data/raw:content"]
+    assert params["filtered"]["tokenize"]["max_tokens"] == 8192 and params["filtered"]["pretrain"]["seed"] == 7
+
+    out = repo.root / "reports/ablation"
+    res = json.loads((out / "results.json").read_text())
+    assert {(r["variant"], r["checkpoint"]) for r in res["rows"]} == {
+        (v, c) for v in ("unfiltered", "filtered") for c in ("base", "phi1")}
+    for r in res["rows"]:
+        for key in ("humaneval_solution_loss", "mbpp_solution_loss", "humaneval_solution_nats_per_char"):
+            assert math.isfinite(r[key]) and r[key] > 0, (r["variant"], key)
+        assert r["pretrain_pool_tokens"] == 8192 and r["exp_rev"] == exps[r["variant"]]["rev"]
+    # the variants trained on different data: their base models differ
+    base = {r["variant"]: r["humaneval_solution_loss"] for r in res["rows"] if r["checkpoint"] == "base"}
+    assert base["unfiltered"] != base["filtered"]
+    assert (out / "figure.png").read_bytes()[:8] == PNG
+
+    # MLflow: one experiment (in the repo's store, not a temp copy's), runs tagged by variant
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo.root}/mlflow.db")
+    exp = client.get_experiment_by_name("phi1-ablation")
+    assert exp.artifact_location == (repo.root / "mlruns").as_uri()
+    for variant in ("unfiltered", "filtered"):
+        runs = client.search_runs([exp.experiment_id], f"tags.`phi1.variant` = '{variant}'")
+        assert {r.data.tags["phi1.stage"] for r in runs} >= {"tokenize", "pretrain", "finetune", "evaluate"}
+    summary = client.search_runs([exp.experiment_id], "tags.`phi1.stage` = 'ablate'")
+    assert len(summary) == 1
+    assert summary[0].data.metrics["filtered.base.humaneval_solution_loss"] == pytest.approx(base["filtered"])
+    assert {a.path for a in client.list_artifacts(summary[0].info.run_id, "ablation")} == {
+        "ablation/results.json", "ablation/results.csv", "ablation/figure.png"}
+    assert not list((repo.root / ".dvc/tmp/exps").glob("tmp*/mlflow.db"))
+
+    # `phi1 compare` shows the ablation's runs of one variant
+    monkeypatch.chdir(repo.root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo.root}/mlflow.db")
+    from typer.testing import CliRunner
+
+    from phi1.cli import app
+
+    cmp = CliRunner().invoke(app, ["compare", "--experiment", "phi1-ablation", "--variant", "filtered",
+                                   "--stage", "pretrain"])
+    assert cmp.exit_code == 0, cmp.output
+    # two pretrain runs in the experiment, one per variant: the filter keeps one
+    assert "phi1: 1 runs" in cmp.output and "pretrain [filtered]" in cmp.output and "unfiltered" not in cmp.output
+
+    # --collect-only redraws from the DVC records without running anything
+    again = repo.sh("phi1", "ablate", "--variants", "unfiltered,filtered", "--collect-only")
+    assert "unfiltered" in again.stdout
+    assert json.loads((out / "results.json").read_text())["rows"] == res["rows"]
+    assert len(client.search_runs([exp.experiment_id], "tags.`phi1.stage` = 'ablate'")) == 2
+
+
+def test_ablate_names_a_folder_that_is_not_a_dvc_repo(tmp_path):
+    done = subprocess.run([str(Path(sys.executable).parent / "phi1"), "ablate"], cwd=tmp_path,
+                          capture_output=True, text=True, env=tool_env())
+    assert done.returncode == 2
+    assert "is not a DVC repository" in done.stderr
