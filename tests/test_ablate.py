@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from phi1.ablate import (VARIANTS, Ablation, collect, experiments, figure, plan, table, tracking_env, valid_exp_name,
-                         write_results)
+from phi1.ablate import (VARIANTS, Ablation, collect, experiments, figure, plan, statistics, summary_table, table,
+                         tracking_env, valid_exp_name, verdicts, write_results)
 from phi1.errors import Phi1Error
 from tests.conftest import REPO
 from tests.dvc_repo import pipeline_repo, tool_env
@@ -32,16 +32,28 @@ def test_plan_gives_every_variant_the_same_budget_and_overrides():
     assert plan(["filtered"], None)["filtered"] == ["tokenize.pretrain_inputs=[data/pruned/filtered:content]"]
 
 
-@pytest.mark.parametrize("variants, max_tokens, overrides, msg", [
-    (["textbook"], 10, [], "unknown ablation variant"),
-    (["filtered", "filtered"], 10, [], "lists a variant twice"),
-    (None, 0, [], "--max-tokens must be positive"),
-    (None, 10, ["nokey"], "expected section.key=value"),
-    (None, 10, ["tokenize.max_tokens=5"], "what the variants"),
+def test_plan_with_seeds_runs_each_variant_once_per_training_seed():
+    got = plan(["filtered", "unfiltered"], 4096, ["pretrain.max_steps=3"], seeds=[7, 8])
+    assert list(got) == ["filtered-seed7", "filtered-seed8", "unfiltered-seed7", "unfiltered-seed8"]
+    assert got["filtered-seed8"] == ["tokenize.pretrain_inputs=[data/pruned/filtered:content]", "tokenize.max_tokens=4096",
+                                     "pretrain.max_steps=3", "pretrain.seed=8", "finetune.seed=8"]
+    assert all(valid_exp_name(n) for n in plan(None, 10, seeds=[0, 1234]))
+
+
+@pytest.mark.parametrize("variants, max_tokens, overrides, seeds, msg", [
+    (["textbook"], 10, [], None, "unknown ablation variant"),
+    (["filtered", "filtered"], 10, [], None, "lists a variant twice"),
+    (None, 0, [], None, "--max-tokens must be positive"),
+    (None, 10, ["nokey"], None, "expected section.key=value"),
+    (None, 10, ["tokenize.max_tokens=5"], None, "what the variants"),
+    (None, 10, ["pretrain.seed=5"], [1, 2], "what each seed sets"),
+    (None, 10, [], [1, 1], "lists a seed twice"),
+    (None, 10, [], [-1], "non-negative integers"),
+    (None, 10, [], [], "--seeds is empty"),
 ])
-def test_plan_rejects_what_would_break_the_comparison(variants, max_tokens, overrides, msg):
+def test_plan_rejects_what_would_break_the_comparison(variants, max_tokens, overrides, seeds, msg):
     with pytest.raises(Phi1Error, match=msg):
-        plan(variants, max_tokens, overrides)
+        plan(variants, max_tokens, overrides, seeds)
 
 
 def test_variant_names_are_valid_exp_names_and_the_check_agrees_with_git():
@@ -76,7 +88,7 @@ def test_workers_running_reads_dvc_task_process_files(tmp_path):
     assert workers_running(tmp_path) == 1
 
 
-def _exp(name: str, state: str, he_loss: float, tokens: int) -> dict:
+def _exp(name: str, state: str, he_loss: float, tokens: int, seed: int = 1234) -> dict:
     """One experiment entry in the shape `dvc exp show --json` prints."""
     evals = {ck: {bm: {"pass@1": 0.0, "solution_loss": he_loss - 0.1 * i, "solution_tokens": tokens,
                        "solution_truncated": 0} for bm in ("humaneval", "mbpp")}
@@ -85,7 +97,8 @@ def _exp(name: str, state: str, he_loss: float, tokens: int) -> dict:
                         "metrics/pretrain.json": {"data": {"final_val_loss": 5.0, "tokens_seen": 1000}},
                         "metrics/finetune.json": {"data": {"final_val_loss": 4.0, "tokens_seen": 200}},
                         "metrics/tokenize.json": {"data": {"pretrain": {"train_tokens": 4096}}}},
-            "params": {"params.yaml": {"data": {"evaluate": {"mbpp_split": "test", "solution_loss_limit": 3}}}}}
+            "params": {"params.yaml": {"data": {"evaluate": {"mbpp_split": "test", "solution_loss_limit": 3},
+                                                "pretrain": {"seed": seed}}}}}
     return {"name": name, "revs": [{"rev": f"{name}-rev", "name": name, "data": data}],
             "executor": {"state": state, "local": {"log": None}}}
 
@@ -104,6 +117,53 @@ def test_collect_reads_finished_exps_and_normalises_loss_per_character():
     assert rows[0]["tokens_seen"] == 1000 and rows[1]["tokens_seen"] == 1200
     assert rows[0]["finetune_val_loss"] is None and rows[1]["finetune_val_loss"] == 4.0
     assert rows[0]["exp_rev"] == "filtered-rev" and rows[0]["pretrain_pool_tokens"] == 4096
+    assert rows[0]["seed"] == 1234 and rows[0]["exp"] == "filtered"
+    # a seed repeat's exp belongs to its variant, with its own seed
+    seeded = collect([{"rev": "HEAD", "experiments": [_exp("filtered-seed7", "success", 2.0, 300, seed=7)]}],
+                     ["filtered-seed7"])
+    assert [(r["variant"], r["seed"], r["exp"]) for r in seeded] == [("filtered", 7, "filtered-seed7")] * 2
+
+
+def _row(variant: str, seed: int, ckpt: str, he: float, mbpp: float = 2.0) -> dict:
+    return {"variant": variant, "checkpoint": ckpt, "seed": seed, "exp": f"{variant}-seed{seed}", "humaneval_pass@1": 0.0,
+            "mbpp_pass@1": 0.0, "humaneval_solution_nats_per_char": he, "mbpp_solution_nats_per_char": mbpp}
+
+
+def test_statistics_give_means_sds_paired_finetune_effects_and_contrasts_against_2_se():
+    he = {("a", 1, "base"): 1.0, ("a", 2, "base"): 1.2, ("a", 1, "phi1"): 0.8, ("a", 2, "phi1"): 0.9,
+          ("b", 1, "base"): 1.5, ("b", 2, "base"): 1.7, ("b", 1, "phi1"): 1.0, ("b", 2, "phi1"): 1.3}
+    rows = [_row(v, s, c, x, mbpp=2.0 + s / 100) for (v, s, c), x in he.items()]
+    st = statistics(rows)
+    a_base = next(e for e in st["summary"] if (e["variant"], e["checkpoint"]) == ("a", "base"))
+    assert a_base["n"] == 2 and a_base["seeds"] == [1, 2]
+    assert a_base["humaneval_solution_nats_per_char_mean"] == pytest.approx(1.1)
+    assert a_base["humaneval_solution_nats_per_char_sd"] == pytest.approx(math.sqrt(0.02))
+    assert a_base["humaneval_pass@1_sd"] == 0.0
+    # finetuning, paired by seed: a: -0.2, -0.3 -> mean -0.25, sd 0.0707, SE 0.05: resolved
+    eff = {(e["variant"], e["metric"]): e for e in st["finetune_effect"]}
+    a_he = eff[("a", "humaneval_solution_nats_per_char")]
+    assert a_he["mean"] == pytest.approx(-0.25) and a_he["se"] == pytest.approx(0.05) and a_he["resolved"] is True
+    assert eff[("a", "mbpp_solution_nats_per_char")]["resolved"] is False  # no change at all
+    # a - b on base HumanEval: -0.5, SE sqrt(0.02/2 + 0.02/2) = 0.141: resolved; on MBPP: 0
+    con = {(c["checkpoint"], c["metric"]): c for c in st["contrasts"]}
+    base_he = con[("base", "humaneval_solution_nats_per_char")]
+    assert (base_he["a"], base_he["b"]) == ("a", "b") and base_he["diff"] == pytest.approx(-0.5)
+    assert base_he["se"] == pytest.approx(math.sqrt(0.02)) and base_he["resolved"] is True
+    # phi1: a - b = -0.3, SE sqrt(0.005/2 + 0.045/2) = 0.158: 0.3 < 2 SE, within noise
+    assert con[("phi1", "humaneval_solution_nats_per_char")]["resolved"] is False
+    lines = verdicts(st)
+    assert "base, humaneval_solution_nats_per_char: a - b = -0.5000 +- 0.2828 (2 SE): resolved" in lines
+    assert any(line.startswith("phi1, humaneval_solution_nats_per_char: a - b") and line.endswith("within noise")
+               for line in lines)
+    assert summary_table(st).row_count == 4
+    assert figure(rows)[:8] == PNG  # error bars and seed dots
+
+
+def test_one_seed_gives_means_and_says_the_noise_is_unknown():
+    st = statistics([_row("a", 1, "base", 1.0), _row("a", 1, "phi1", 0.9), _row("b", 1, "base", 1.2)])
+    assert [e["n"] for e in st["summary"]] == [1, 1, 1]
+    assert all(c["se"] is None and c["resolved"] is None for c in st["contrasts"])
+    assert all(line.endswith("noise unknown (one seed: run --seeds)") for line in verdicts(st))
 
 
 def test_results_files_figure_and_table(tmp_path):
@@ -112,8 +172,9 @@ def test_results_files_figure_and_table(tmp_path):
     write_results(tmp_path / "abl", res, {"max_tokens": 4096})
     got = json.loads((tmp_path / "abl/results.json").read_text())
     assert len(got["rows"]) == 6 and got["max_tokens"] == 4096 and got["plan"] == res.plan
+    assert len(got["statistics"]["summary"]) == 6 and got["verdicts"]
     lines = (tmp_path / "abl/results.csv").read_text().splitlines()
-    assert lines[0].startswith("variant,checkpoint,humaneval_pass@1") and len(lines) == 7
+    assert lines[0].startswith("variant,checkpoint,seed,humaneval_pass@1") and len(lines) == 7
     assert (tmp_path / "abl/figure.png").read_bytes()[:8] == PNG
     assert figure(res.rows[:2])[:8] == PNG  # one variant is drawable too
     assert table(res.rows).row_count == 6
@@ -144,8 +205,8 @@ def shrunk_params(corpus: Path) -> dict:
 
 @pytest.mark.slow
 def test_shrunken_ablation_through_the_command(tmp_path, small_corpus, monkeypatch):
-    """~3.5 min on the shared 2-core box: `dvc repro validate` once, then `phi1 ablate`
-    with two variants (tokenize -> evaluate each, in DVC's queue)."""
+    """~5 min on the 2-core box: `dvc repro validate` once, then `phi1 ablate` with two
+    variants (tokenize -> evaluate each, in DVC's queue), then one of them under two seeds."""
     import mlflow
 
     # A relative sqlite URI, as a user has it: ablate must make it absolute for the queue.
@@ -213,6 +274,25 @@ def test_shrunken_ablation_through_the_command(tmp_path, small_corpus, monkeypat
     assert "unfiltered" in again.stdout
     assert json.loads((out / "results.json").read_text())["rows"] == res["rows"]
     assert len(client.search_runs([exp.experiment_id], "tags.`phi1.stage` = 'ablate'")) == 2
+
+    # --seeds: `filtered` again under training seeds 7 and 8 (exps filtered-seed7/-seed8);
+    # seed 7's tokenize and pretrain match the run above, so DVC restores them from its cache
+    seeded = repo.sh("phi1", "ablate", "--variants", "filtered", "--seeds", "7,8", "--max-tokens", "8192",
+                     "--poll", "2", "--timeout", "900", "--out", "reports/seeds")
+    assert "filtered-seed8: success" in seeded.stderr
+    assert "mean +- sd over seeds" in seeded.stdout and "finetune effect, filtered, " in seeded.stdout
+    got = json.loads((repo.root / "reports/seeds/results.json").read_text())
+    assert sorted((r["variant"], r["seed"], r["checkpoint"]) for r in got["rows"]) == [
+        ("filtered", s, c) for s in (7, 8) for c in ("base", "phi1")]
+    assert [(e["checkpoint"], e["n"]) for e in got["statistics"]["summary"]] == [("base", 2), ("phi1", 2)]
+    seed7 = next(r for r in got["rows"] if r["seed"] == 7 and r["checkpoint"] == "base")
+    assert seed7["humaneval_solution_loss"] == pytest.approx(base["filtered"])  # the same pretrained model
+    names = {e["name"] for b in json.loads(repo.sh("dvc", "exp", "show", "--json").stdout) for e in b.get("experiments") or []}
+    assert {"unfiltered", "filtered", "filtered-seed7", "filtered-seed8"} <= names
+    runs = client.search_runs([exp.experiment_id], "tags.`phi1.seed` = '8'")
+    assert runs and {r.data.tags["phi1.variant"] for r in runs} == {"filtered"}
+    last = client.search_runs([exp.experiment_id], "tags.`phi1.stage` = 'ablate'", order_by=["attributes.start_time DESC"])[0]
+    assert "filtered.base.sd.humaneval_solution_nats_per_char" in last.data.metrics
 
 
 def test_ablate_names_a_folder_that_is_not_a_dvc_repo(tmp_path):

@@ -54,14 +54,26 @@ def test_runs_are_tagged_with_the_dvc_experiment_or_the_named_variant(workdir, m
     monkeypatch.setenv("DVC_EXP_NAME", "filtered+textbook")  # what `dvc exp run` sets
     with stage_run("filter") as in_exp:
         pass
+    monkeypatch.setenv("DVC_EXP_NAME", "filtered+textbook-seed7")  # one seed of a repeated variant
+    with stage_run("filter") as seeded:
+        pass
     monkeypatch.setenv("PHI1_VARIANT", "mine")
     with stage_run("filter") as named:
         pass
     tags = {k: mlflow.get_run(r.info.run_id).data.tags for k, r in
-            {"plain": plain, "in_exp": in_exp, "named": named}.items()}
+            {"plain": plain, "in_exp": in_exp, "seeded": seeded, "named": named}.items()}
     assert "phi1.variant" not in tags["plain"]
-    assert tags["in_exp"]["phi1.variant"] == "filtered+textbook"
+    assert tags["in_exp"]["phi1.variant"] == "filtered+textbook" and "phi1.seed" not in tags["in_exp"]
+    assert tags["seeded"]["phi1.variant"] == "filtered+textbook" and tags["seeded"]["phi1.seed"] == "7"
     assert tags["named"]["phi1.variant"] == "mine"
+
+
+def test_exp_names_of_seed_repeats_split_back_into_variant_and_seed():
+    from phi1.tracking import exp_name, split_exp_name
+
+    for variant, seed in [("filtered+textbook", 7), ("unfiltered", None), ("a-seedx", 0), ("b-seed1", 12)]:
+        assert split_exp_name(exp_name(variant, seed)) == (variant, seed)
+    assert split_exp_name("-seed3") == ("-seed3", None)
 
 
 def test_new_experiment_keeps_artifacts_under_the_given_root(workdir, tmp_path_factory):

@@ -3,6 +3,7 @@
     dvc repro                                # once: the shared upstream stages, cached
     phi1 ablate                              # 3 variants x {base, phi1}; ~10-15 min on 2 CPUs
     phi1 ablate --variants unfiltered,filtered+textbook --max-tokens 1000000 -S pretrain.seed=7
+    phi1 ablate --seeds 1234,1,2             # each variant x 3 training seeds: mean +- sd, noise test
     phi1 ablate --collect-only               # redraw results/figure from the finished exps
     dvc exp show --only-changed              # the DVC records
     phi1 compare --experiment phi1-ablation --stage evaluate
@@ -15,6 +16,13 @@ first); stages whose deps and params did not change (ingest ... validate) come f
 DVC cache, so each variant runs tokenize -> evaluate. Every experiment produces both
 checkpoints (pretrained `base`, CodeExercises-finetuned `phi1`), so three experiments
 give the paper's six bars. A rerun removes the exps of the same names first.
+
+Seed repeats (`--seeds`): each variant runs once per training seed (`pretrain.seed` and
+`finetune.seed`; the data and its tokenizer stay the same) as the exp `<variant>-seed<N>`.
+The results then add, per variant and checkpoint, the mean and sample sd over seeds; the
+finetuning effect per variant (paired by seed); and every pair of variants' difference
+with its standard error, called resolved when |difference| > 2 SE. That is the noise the
+figure's error bars show; two or three seeds give only a rough SE, and say so.
 
 MLflow: the queue worker inherits this process's environment (checked: a celery worker
 spawned by `dvc queue start`, whose stage commands get its env plus `DVC_EXP_NAME`), so
@@ -53,6 +61,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from phi1.errors import Phi1Error
 from phi1.io import atomic_dir, write_json
+from phi1.tracking import exp_name, split_exp_name
 
 DEFAULT_EXPERIMENT = "phi1-ablation"
 DEFAULT_TARGET = "evaluate"
@@ -75,23 +84,28 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 }
 CHECKPOINTS = {"base": "pretrained", "phi1": "+ CodeExercises finetune"}
 BENCHMARKS = ("humaneval", "mbpp")
+# What `--seeds` sets: the training seeds (init, data order, dropout), not the data.
+SEED_KEYS = ("pretrain.seed", "finetune.seed")
 TERMINAL = {"success", "failed"}
 COLUMNS = (
-    "variant", "checkpoint", "humaneval_pass@1", "mbpp_pass@1",
+    "variant", "checkpoint", "seed", "humaneval_pass@1", "mbpp_pass@1",
     "humaneval_solution_loss", "mbpp_solution_loss",
     "humaneval_solution_nats_per_char", "mbpp_solution_nats_per_char",
     "pretrain_val_loss", "finetune_val_loss", "tokens_seen", "pretrain_pool_tokens",
-    "humaneval_solution_truncated", "mbpp_solution_truncated", "exp_rev",
+    "humaneval_solution_truncated", "mbpp_solution_truncated", "exp", "exp_rev",
 )
+# The numbers compared across variants (per-token losses are not comparable: own tokenizers).
+SUMMARY_METRICS = ("humaneval_pass@1", "mbpp_pass@1", "humaneval_solution_nats_per_char", "mbpp_solution_nats_per_char")
 
 
 @dataclass
 class Ablation:
     """What one `phi1 ablate` did."""
 
-    plan: dict[str, list[str]]
+    plan: dict[str, list[str]]  # exp name -> its `-S` overrides
     states: dict[str, str] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)  # `statistics(rows)`
     out: Optional[Path] = None
     seconds: float = 0.0
 
@@ -114,9 +128,10 @@ def valid_exp_name(name: str) -> bool:
 
 
 def plan(variants: Sequence[str] | None = None, max_tokens: Optional[int] = DEFAULT_MAX_TOKENS,
-         overrides: Sequence[str] = ()) -> dict[str, list[str]]:
-    """{variant: its `-S` overrides}: the variant's own, then the shared token budget and
-    the user's overrides (the same for every variant)."""
+         overrides: Sequence[str] = (), seeds: Sequence[int] | None = None) -> dict[str, list[str]]:
+    """{exp name: its `-S` overrides}: the variant's own, then the shared token budget and
+    the user's overrides (the same for every variant), then with `seeds` the training
+    seeds of that exp (one exp `<variant>-seed<N>` per variant and seed)."""
     names = list(variants or VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -131,12 +146,24 @@ def plan(variants: Sequence[str] | None = None, max_tokens: Optional[int] = DEFA
             raise Phi1Error(f"override {o!r}: expected section.key=value")
         if key in ("tokenize.pretrain_inputs", "tokenize.max_tokens"):
             raise Phi1Error(f"override {o!r}: {key} is what the variants (or --max-tokens) set")
+        if seeds and key in SEED_KEYS:
+            raise Phi1Error(f"override {o!r}: with --seeds, {key} is what each seed sets")
+    if seeds is not None:
+        seeds = list(seeds)
+        if not seeds:
+            raise Phi1Error("--seeds is empty")
+        if any(not isinstance(x, int) or isinstance(x, bool) or x < 0 for x in seeds):
+            raise Phi1Error(f"--seeds must be non-negative integers, got {seeds}")
+        if len(set(seeds)) != len(seeds):
+            raise Phi1Error(f"--seeds lists a seed twice: {seeds}")
     shared = ([f"tokenize.max_tokens={max_tokens}"] if max_tokens is not None else []) + list(overrides)
     out = {}
     for n in names:
-        if not valid_exp_name(n):  # the table's names are valid; guard a future edit
-            raise Phi1Error(f"variant {n!r} is not a valid DVC experiment name (git ref rules)")
-        out[n] = [*VARIANTS[n], *shared]
+        for seed in (seeds if seeds is not None else [None]):
+            name = exp_name(n, seed)
+            if not valid_exp_name(name):  # the table's names are valid; guard a future edit
+                raise Phi1Error(f"variant {name!r} is not a valid DVC experiment name (git ref rules)")
+            out[name] = [*VARIANTS[n], *shared, *([] if seed is None else [f"{k}={seed}" for k in SEED_KEYS])]
     return out
 
 
@@ -328,15 +355,18 @@ def solution_chars(benchmark: str, evaluate_params: dict) -> int:
 
 
 def rows_of(name: str, exp: dict) -> list[dict[str, Any]]:
-    """One row per checkpoint of one finished exp (missing metrics are None)."""
+    """One row per checkpoint of one finished exp (missing metrics are None); `variant`
+    is the exp's variant (`filtered` for `filtered-seed7`), `seed` its pretrain seed."""
     data = exp["data"]
     ev, pre, fin = _metrics(data, "metrics/eval.json"), _metrics(data, "metrics/pretrain.json"), _metrics(data, "metrics/finetune.json")
     tok = _metrics(data, "metrics/tokenize.json")
     eval_params = _params(data).get("evaluate") or {}
+    variant = split_exp_name(name)[0]
+    seed = (_params(data).get("pretrain") or {}).get("seed")
     chars = {}
     rows = []
     for ckpt in CHECKPOINTS:
-        row: dict[str, Any] = {"variant": name, "checkpoint": ckpt}
+        row: dict[str, Any] = {"variant": variant, "checkpoint": ckpt, "seed": seed}
         for bm in BENCHMARKS:
             m = (ev.get(ckpt) or {}).get(bm) or {}
             row[f"{bm}_pass@1"] = m.get("pass@1")
@@ -356,6 +386,7 @@ def rows_of(name: str, exp: dict) -> list[dict[str, Any]]:
             seen = seen + fin_seen
         row["tokens_seen"] = seen
         row["pretrain_pool_tokens"] = (tok.get("pretrain") or {}).get("train_tokens")
+        row["exp"] = name
         row["exp_rev"] = exp.get("rev")
         rows.append(row)
     return rows
@@ -368,6 +399,92 @@ def collect(show: list[dict], names: Sequence[str]) -> list[dict[str, Any]]:
         if exps.get(n, {}).get("state") == "success":
             rows.extend(rows_of(n, exps[n]))
     return rows
+
+
+def _mean_sd(values: Sequence[Optional[float]]) -> tuple[Optional[float], Optional[float]]:
+    """Mean and sample sd (None below two values) of the non-None values."""
+    xs = [float(x) for x in values if x is not None]
+    if not xs:
+        return None, None
+    mean = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else None
+    return mean, sd
+
+
+def _verdict(diff: float, se: Optional[float]) -> Optional[bool]:
+    """Resolved = |diff| > 2 SE; None when there is no SE (a single seed)."""
+    return None if se is None else abs(diff) > 2 * se
+
+
+def statistics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Across the seeds of each variant (one seed gives means and no noise estimate):
+
+    - `summary`: per variant x checkpoint, n, the seeds, mean and sd of SUMMARY_METRICS;
+    - `finetune_effect`: per variant and metric, phi1 minus base paired by exp (same
+      seed, same data): mean, sd, SE, resolved;
+    - `contrasts`: per checkpoint, metric and pair of variants, the difference of the
+      means, its SE (Welch: sqrt(sd_a^2/n_a + sd_b^2/n_b)) and resolved = |diff| > 2 SE.
+    """
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    summary: dict[tuple[str, str], dict[str, Any]] = {}
+    for v in variants:
+        for c in CHECKPOINTS:
+            group = [r for r in rows if r["variant"] == v and r["checkpoint"] == c]
+            if not group:
+                continue
+            entry: dict[str, Any] = {"variant": v, "checkpoint": c, "n": len(group), "seeds": [r.get("seed") for r in group]}
+            for m in SUMMARY_METRICS:
+                entry[f"{m}_mean"], entry[f"{m}_sd"] = _mean_sd([r.get(m) for r in group])
+            summary[(v, c)] = entry
+    effects = []
+    for v in variants:
+        pairs: dict[str, dict[str, dict]] = {}
+        for r in rows:
+            if r["variant"] == v:
+                pairs.setdefault(r.get("exp") or v, {})[r["checkpoint"]] = r
+        for m in SUMMARY_METRICS:
+            diffs = [p["phi1"][m] - p["base"][m] for p in pairs.values()
+                     if {"base", "phi1"} <= p.keys() and p["base"].get(m) is not None and p["phi1"].get(m) is not None]
+            if not diffs:
+                continue
+            mean, sd = _mean_sd(diffs)
+            se = None if sd is None else sd / math.sqrt(len(diffs))
+            effects.append({"variant": v, "metric": m, "n": len(diffs), "mean": mean, "sd": sd, "se": se,
+                            "resolved": _verdict(mean, se)})
+    contrasts = []
+    for c in CHECKPOINTS:
+        for m in SUMMARY_METRICS:
+            for i, a in enumerate(variants):
+                for b in variants[i + 1:]:
+                    ea, eb = summary.get((a, c)), summary.get((b, c))
+                    if not ea or not eb or ea[f"{m}_mean"] is None or eb[f"{m}_mean"] is None:
+                        continue
+                    diff = ea[f"{m}_mean"] - eb[f"{m}_mean"]
+                    sa, sb = ea[f"{m}_sd"], eb[f"{m}_sd"]
+                    se = None if sa is None or sb is None else math.sqrt(sa ** 2 / ea["n"] + sb ** 2 / eb["n"])
+                    contrasts.append({"checkpoint": c, "metric": m, "a": a, "b": b, "diff": diff, "se": se,
+                                      "resolved": _verdict(diff, se)})
+    return {"summary": list(summary.values()), "finetune_effect": effects, "contrasts": contrasts}
+
+
+def verdicts(stats: dict[str, Any], metrics: Sequence[str] = SUMMARY_METRICS[2:]) -> list[str]:
+    """One plain line per finetuning effect and variant contrast of `metrics` (default: the
+    solution losses per character, the numbers that move at small scale)."""
+    def judged(resolved: Optional[bool], se: Optional[float]) -> str:
+        if resolved is None:
+            return "noise unknown (one seed: run --seeds)"
+        return f"+- {2 * se:.4f} (2 SE): " + ("resolved" if resolved else "within noise")
+
+    lines = []
+    for e in stats.get("finetune_effect", []):
+        if e["metric"] in metrics:
+            lines.append(f"finetune effect, {e['variant']}, {e['metric']}: {e['mean']:+.4f} over {e['n']} seed(s) "
+                         + judged(e["resolved"], e["se"]))
+    for c in stats.get("contrasts", []):
+        if c["metric"] in metrics:
+            lines.append(f"{c['checkpoint']}, {c['metric']}: {c['a']} - {c['b']} = {c['diff']:+.4f} "
+                         + judged(c["resolved"], c["se"]))
+    return lines
 
 
 def _fmt(v: Any) -> str:
@@ -387,6 +504,8 @@ def figure(rows: Sequence[dict[str, Any]]) -> bytes:
     import matplotlib.pyplot as plt
 
     variants = list(dict.fromkeys(r["variant"] for r in rows))
+    summary = {(e["variant"], e["checkpoint"]): e for e in statistics(rows)["summary"]}
+    repeated = any(e["n"] > 1 for e in summary.values())
     panels = [
         ("humaneval_pass@1", "HumanEval pass@1 (%)", 100.0, "higher is better"),
         ("humaneval_solution_nats_per_char", "HumanEval solution loss\n(nats/char, lower is better; axis zoomed)", 1.0, None),
@@ -397,14 +516,22 @@ def figure(rows: Sequence[dict[str, Any]]) -> bytes:
     colors = {"base": "#9ecae1", "phi1": "#3182bd"}
     for ax, (key, label, scale, _) in zip(axes, panels):
         for i, ckpt in enumerate(CHECKPOINTS):
-            vals = []
+            vals, errs = [], []
             for v in variants:
-                got = next((r.get(key) for r in rows if r["variant"] == v and r["checkpoint"] == ckpt), None)
-                vals.append(float("nan") if got is None else got * scale)
+                e = summary.get((v, ckpt)) or {}
+                mean, sd = e.get(f"{key}_mean"), e.get(f"{key}_sd")
+                vals.append(float("nan") if mean is None else mean * scale)
+                errs.append(0.0 if sd is None else sd * scale)
             xs = [j + (i - 0.5) * width for j in range(len(variants))]
-            bars = ax.bar(xs, vals, width, label=CHECKPOINTS[ckpt], color=colors[ckpt], edgecolor="#333")
+            bars = ax.bar(xs, vals, width, label=CHECKPOINTS[ckpt], color=colors[ckpt], edgecolor="#333",
+                          yerr=errs if repeated else None, capsize=3 if repeated else 0)
             ax.bar_label(bars, labels=["-" if math.isnan(x) else (f"{x:.1f}" if scale == 100 else f"{x:.3f}") for x in vals],
                          fontsize=7, padding=2)
+            if repeated:  # each seed as a dot on its bar
+                for j, v in enumerate(variants):
+                    ys = [r[key] * scale for r in rows if r["variant"] == v and r["checkpoint"] == ckpt
+                          and r.get(key) is not None]
+                    ax.scatter([xs[j]] * len(ys), ys, s=9, color="#222", zorder=3)
         ax.set_xticks(range(len(variants)), variants, fontsize=8)
         ax.set_ylabel(label, fontsize=9)
         if scale == 1.0:
@@ -416,7 +543,9 @@ def figure(rows: Sequence[dict[str, Any]]) -> bytes:
         else:
             ax.set_ylim(0, max(5.0, *(r.get(key) * 100 + 5 for r in rows if r.get(key) is not None)))
     axes[0].legend(fontsize=8, loc="upper left")
-    fig.suptitle("Data quality ablation (cf. phi-1 Figure 2.1): same model and token budget, different pretraining data", fontsize=9)
+    seeds = max((e["n"] for e in summary.values()), default=1)
+    fig.suptitle("Data quality ablation (cf. phi-1 Figure 2.1): same model and token budget, different pretraining data"
+                 + (f"; mean of {seeds} seeds, bars +- 1 sd, dots = seeds" if repeated else ""), fontsize=9)
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)
@@ -426,8 +555,10 @@ def figure(rows: Sequence[dict[str, Any]]) -> bytes:
 
 def write_results(out: Path, result: Ablation, meta: dict[str, Any]) -> None:
     """results.json, results.csv and figure.png, all or nothing."""
+    stats = result.stats or statistics(result.rows)
     with atomic_dir(out) as tmp:
-        write_json(tmp / "results.json", {**meta, "plan": result.plan, "states": result.states, "rows": result.rows})
+        write_json(tmp / "results.json", {**meta, "plan": result.plan, "states": result.states, "rows": result.rows,
+                                          "statistics": stats, "verdicts": verdicts(stats)})
         with open(tmp / "results.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
             w.writeheader()
@@ -441,7 +572,7 @@ def table(rows: Sequence[dict[str, Any]], title: str = "phi1 ablation"):
     from rich.table import Table
 
     t = Table(title=title)
-    cols = [c for c in COLUMNS if c != "exp_rev" and not c.endswith("_truncated")]
+    cols = [c for c in COLUMNS if c not in ("exp", "exp_rev") and not c.endswith("_truncated")]
     short = {"humaneval_pass@1": "HE pass@1", "mbpp_pass@1": "MBPP pass@1",
              "humaneval_solution_loss": "HE loss/tok", "mbpp_solution_loss": "MBPP loss/tok",
              "humaneval_solution_nats_per_char": "HE loss/char", "mbpp_solution_nats_per_char": "MBPP loss/char",
@@ -451,6 +582,26 @@ def table(rows: Sequence[dict[str, Any]], title: str = "phi1 ablation"):
         t.add_column(short.get(c, c), justify="left" if c in ("variant", "checkpoint") else "right")
     for r in rows:
         t.add_row(*(_fmt(r.get(c)) for c in cols))
+    return t
+
+
+def summary_table(stats: dict[str, Any], title: str = "mean +- sd over seeds"):
+    """The per-variant means and sds as a rich Table (for seed repeats)."""
+    from rich.table import Table
+
+    t = Table(title=title)
+    short = {"humaneval_pass@1": "HE pass@1", "mbpp_pass@1": "MBPP pass@1",
+             "humaneval_solution_nats_per_char": "HE loss/char", "mbpp_solution_nats_per_char": "MBPP loss/char"}
+    for c in ("variant", "checkpoint", "seeds"):
+        t.add_column(c)
+    for m in SUMMARY_METRICS:
+        t.add_column(short[m], justify="right")
+    for e in stats.get("summary", []):
+        cells = []
+        for m in SUMMARY_METRICS:
+            mean, sd = e[f"{m}_mean"], e[f"{m}_sd"]
+            cells.append("-" if mean is None else f"{mean:.4f}" + ("" if sd is None else f" +- {sd:.4f}"))
+        t.add_row(e["variant"], e["checkpoint"], ",".join(str(x) for x in e["seeds"]), *cells)
     return t
 
 
@@ -487,20 +638,26 @@ def log_summary(out: Path, result: Ablation, meta: dict[str, Any], env: dict[str
     with _tracking(env):
         setup(env["PHI1_EXPERIMENT"], artifact_root=repo / "mlruns")
         tags = {"phi1.ablation.variants": ",".join(result.plan)}
-        tags.update({f"phi1.ablation.exp.{_key(r['variant'])}": r["exp_rev"] or "" for r in result.rows})
+        tags.update({f"phi1.ablation.exp.{_key(r.get('exp') or r['variant'])}": r["exp_rev"] or "" for r in result.rows})
         with stage_run("ablate", None, run_name="ablate", tags=tags) as run:
             mlflow.log_params({"variants": ",".join(result.plan), **{k: str(v) for k, v in meta.items()}})
             nums = {}
             for r in result.rows:
-                nums.update(numeric_metrics({k.replace("@", "_at_"): v for k, v in r.items() if k not in ("variant", "checkpoint")},
-                                            f"{_key(r['variant'])}.{r['checkpoint']}."))
+                nums.update(numeric_metrics({k.replace("@", "_at_"): v for k, v in r.items() if k not in ("variant", "checkpoint", "seed")},
+                                            f"{_key(r.get('exp') or r['variant'])}.{r['checkpoint']}."))
+            for e in result.stats.get("summary", []):
+                if e["n"] > 1:  # seed repeats: the variant's mean and sd
+                    for m in SUMMARY_METRICS:
+                        for what in ("mean", "sd"):
+                            if e[f"{m}_{what}"] is not None:
+                                nums[f"{_key(e['variant'])}.{e['checkpoint']}.{what}.{m.replace('@', '_at_')}"] = e[f"{m}_{what}"]
             mlflow.log_metrics(nums)
             mlflow.log_artifacts(str(out), "ablation")
             return run.info.run_id
 
 
 def run(variants: Sequence[str] | None = None, max_tokens: Optional[int] = DEFAULT_MAX_TOKENS,
-        overrides: Sequence[str] = (), target: str = DEFAULT_TARGET, jobs: int = 1,
+        overrides: Sequence[str] = (), target: str = DEFAULT_TARGET, jobs: int = 1, seeds: Sequence[int] | None = None,
         experiment: str = DEFAULT_EXPERIMENT, out: str | Path = "reports/ablation", repo: str | Path = ".",
         collect_only: bool = False, poll: float = 10.0, timeout: Optional[float] = None,
         progress: Optional[Callable[[dict[str, str], dict[str, Optional[str]]], None]] = None,
@@ -512,7 +669,7 @@ def run(variants: Sequence[str] | None = None, max_tokens: Optional[int] = DEFAU
     repo = Path(repo)
     if jobs < 1:
         raise Phi1Error("--jobs must be >= 1")
-    the_plan = plan(variants, max_tokens, overrides)
+    the_plan = plan(variants, max_tokens, overrides, seeds)
     check_repo(repo)
     env = tracking_env(repo, experiment)
     dvc = Dvc(repo, env)
@@ -541,10 +698,12 @@ def run(variants: Sequence[str] | None = None, max_tokens: Optional[int] = DEFAU
     if collect_only:
         result.states = {n: exps.get(n, {}).get("state", "missing") for n in the_plan}
     result.rows = collect(show, list(the_plan))
+    result.stats = statistics(result.rows)
     result.seconds = round(time.monotonic() - t0, 1)
     if not result.rows:
         raise Phi1Error(f"no finished ablation experiment to collect ({', '.join(f'{n}: {s}' for n, s in result.states.items())})")
     meta = {"experiment": experiment, "target": target, "max_tokens": max_tokens, "overrides": list(overrides),
+            "seeds": None if seeds is None else list(seeds),
             "seconds": result.seconds, "collect_only": collect_only,
             # what each exp really ran with (with --collect-only the options above may differ)
             "tokenize_params": {n: _params(exps[n]["data"]).get("tokenize") for n in the_plan if n in exps}}
@@ -554,5 +713,6 @@ def run(variants: Sequence[str] | None = None, max_tokens: Optional[int] = DEFAU
     return result
 
 
-__all__ = ["VARIANTS", "Ablation", "plan", "run", "collect", "rows_of", "figure", "table", "tracking_env",
+__all__ = ["VARIANTS", "Ablation", "plan", "run", "collect", "rows_of", "figure", "table", "summary_table", "statistics",
+           "verdicts", "tracking_env",
            "valid_exp_name", "experiments", "DEFAULT_EXPERIMENT", "DEFAULT_MAX_TOKENS"]

@@ -446,6 +446,7 @@ def ablate_cmd(
     variants: Annotated[Optional[str], typer.Option(help="Comma-separated variants: unfiltered, filtered, filtered+textbook (default: all three).")] = None,
     max_tokens: Annotated[int, typer.Option(help="tokenize.max_tokens of every variant: the same pretraining token pool for each (fails if a variant holds fewer).")] = 2_000_000,
     overrides: SetOpt = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated training seeds (pretrain.seed and finetune.seed; data unchanged): each variant runs once per seed as the experiment VARIANT-seedN, and the results add mean +- sd per variant and whether each difference exceeds 2 SE. Default: one run per variant, named VARIANT, with params.yaml's seeds.")] = None,
     target: Annotated[str, typer.Option(help="dvc.yaml stage each experiment runs up to. Not probe/register: the figure needs neither, and register would promote ablation models.")] = "evaluate",
     jobs: Annotated[int, typer.Option(help="Experiments run at once (`dvc queue start --jobs`).")] = 1,
     experiment: Annotated[str, typer.Option(help="MLflow experiment of every run of the ablation.")] = "phi1-ablation",
@@ -456,13 +457,13 @@ def ablate_cmd(
 ) -> None:
     """The data-quality ablation (paper Figure 2.1): one DVC experiment per pretraining-data variant, each giving a pretrained and a finetuned checkpoint; a results table, figure and MLflow runs.
 
-    Run it from the repo root after `dvc repro` (the shared upstream stages then come from the DVC cache). Each variant is `dvc exp run --queue --name VARIANT -S ...`, run by `dvc queue start`; `dvc exp show` lists them afterwards; a rerun replaces them.
+    Run it from the repo root after `dvc repro` (the shared upstream stages then come from the DVC cache). Each variant is `dvc exp run --queue --name VARIANT -S ...` (VARIANT-seedN with --seeds), run by `dvc queue start`; `dvc exp show` lists them afterwards; a rerun replaces them.
     """
     import time
 
     from rich.console import Console
 
-    from phi1.ablate import run, table
+    from phi1.ablate import run, summary_table, table, verdicts
 
     err = Console(stderr=True)
     last: dict = {}
@@ -474,10 +475,21 @@ def ablate_cmd(
             err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {line}", highlight=False)
 
     names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
-    result = run(names, max_tokens, overrides or [], target=target, jobs=jobs, experiment=experiment, out=out,
+    seed_list = None
+    if seeds is not None:
+        try:
+            seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+        except ValueError:
+            _fail(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 1234,1,2")
+    result = run(names, max_tokens, overrides or [], target=target, jobs=jobs, seeds=seed_list, experiment=experiment, out=out,
                  collect_only=collect_only, timeout=timeout, poll=poll, progress=progress,
                  warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
-    Console(width=max(Console().width, 160)).print(table(result.rows, f"phi1 ablation ({result.seconds:.0f} s)"))
+    console = Console(width=max(Console().width, 160))
+    console.print(table(result.rows, f"phi1 ablation ({result.seconds:.0f} s)"))
+    if any(e["n"] > 1 for e in result.stats["summary"]):
+        console.print(summary_table(result.stats))
+    for line in verdicts(result.stats):
+        console.print(line, highlight=False)
     typer.echo(f"{out}/results.json  {out}/figure.png  MLflow experiment {experiment}")
     if result.failed:
         _fail(f"variants failed: {', '.join(result.failed)} (`dvc queue logs NAME`)", code=1)

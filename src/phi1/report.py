@@ -319,7 +319,7 @@ def ablation_section(ablation_dir: Path) -> tuple[Optional[bytes], str]:
     if not fig.is_file() or not rows:
         return None, ""
     png = fig.read_bytes()
-    cols = [c for c in rows[0] if c != "exp_rev" and not c.endswith("_truncated")]
+    cols = [c for c in rows[0] if c not in ("exp", "exp_rev") and not c.endswith("_truncated")]
 
     def cell(v: str) -> str:
         return html.escape(f"{float(v):.4g}" if _is_number(v) else (v or "-"))
@@ -327,6 +327,12 @@ def ablation_section(ablation_dir: Path) -> tuple[Optional[bytes], str]:
     table = ("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
              + "".join("<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
              + "</table>")
+    try:  # the noise verdicts (`phi1 ablate --seeds`), when results.json has them
+        lines = json.loads((ablation_dir / "results.json").read_text()).get("verdicts") or []
+    except (OSError, ValueError):
+        lines = []
+    if lines:
+        table += "<ul>" + "".join(f"<li>{html.escape(str(x))}</li>" for x in lines) + "</ul>"
     b64 = base64.b64encode(png).decode()
     title = "Data-quality ablation (phi1 ablate; cf. the paper's Figure 2.1)"
     section = (f'<section id="ablation"><h2>{title}</h2>'

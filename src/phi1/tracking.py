@@ -9,7 +9,8 @@ refuses a plain `mlruns` file store); artifacts of experiments created here go u
 stage, the git commit, and the hash of each input (from dvc.lock when DVC produced it,
 else computed here), so a run says which data made it. Runs of a DVC experiment (`dvc exp
 run` sets `DVC_EXP_NAME`) or of a named variant (`PHI1_VARIANT`, which wins) are also
-tagged `phi1.variant`, so `phi1 ablate` and the MLflow UI can group them.
+tagged `phi1.variant`, so `phi1 ablate` and the MLflow UI can group them; a seed repeat's
+experiment `<variant>-seed<N>` is tagged `phi1.variant` = `<variant>` and `phi1.seed` = N.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -48,6 +50,20 @@ def variant_name() -> str | None:
     """`PHI1_VARIANT`, else the DVC experiment this process runs in (DVC's queue and temp
     runs set `DVC_EXP_NAME`, see dvc/repo/experiments/queue/base.py), else None."""
     return os.environ.get("PHI1_VARIANT") or os.environ.get("DVC_EXP_NAME") or None
+
+
+_SEEDED = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
+
+
+def exp_name(variant: str, seed: int | None = None) -> str:
+    """The DVC experiment name of a variant, or of one seed of it (`filtered-seed7`)."""
+    return variant if seed is None else f"{variant}-seed{seed}"
+
+
+def split_exp_name(name: str) -> tuple[str, int | None]:
+    """(variant, seed) of an experiment name from `exp_name`; seed None when unseeded."""
+    m = _SEEDED.match(name)
+    return (m["variant"], int(m["seed"])) if m else (name, None)
 
 
 def _check_reachable(uri: str) -> None:
@@ -166,8 +182,11 @@ def stage_run(
     all_tags = {"phi1.stage": stage, "git.commit": sha, "git.dirty": str(dirty).lower()}
     for path, h in input_hashes(inputs).items():
         all_tags[f"data.{path}"] = h
-    if variant := variant_name():
+    if name := variant_name():
+        variant, seed = split_exp_name(name)
         all_tags["phi1.variant"] = variant
+        if seed is not None:
+            all_tags["phi1.seed"] = str(seed)
     all_tags.update(tags or {})
     with mlflow.start_run(run_name=run_name or stage, tags=all_tags) as run:
         if cfg is not None:
