@@ -129,7 +129,7 @@ def _row(variant: str, seed: int, ckpt: str, he: float, mbpp: float = 2.0) -> di
             "mbpp_pass@1": 0.0, "humaneval_solution_nats_per_char": he, "mbpp_solution_nats_per_char": mbpp}
 
 
-def test_statistics_give_means_sds_paired_finetune_effects_and_contrasts_against_2_se():
+def test_statistics_give_means_sds_paired_finetune_effects_and_t_interval_contrasts():
     he = {("a", 1, "base"): 1.0, ("a", 2, "base"): 1.2, ("a", 1, "phi1"): 0.8, ("a", 2, "phi1"): 0.9,
           ("b", 1, "base"): 1.5, ("b", 2, "base"): 1.7, ("b", 1, "phi1"): 1.0, ("b", 2, "phi1"): 1.3}
     rows = [_row(v, s, c, x, mbpp=2.0 + s / 100) for (v, s, c), x in he.items()]
@@ -139,22 +139,26 @@ def test_statistics_give_means_sds_paired_finetune_effects_and_contrasts_against
     assert a_base["humaneval_solution_nats_per_char_mean"] == pytest.approx(1.1)
     assert a_base["humaneval_solution_nats_per_char_sd"] == pytest.approx(math.sqrt(0.02))
     assert a_base["humaneval_pass@1_sd"] == 0.0
-    # finetuning, paired by seed: a: -0.2, -0.3 -> mean -0.25, sd 0.0707, SE 0.05: resolved
+    # finetuning, paired by seed: a: -0.2, -0.3 -> mean -0.25, sd 0.0707, SE 0.05, df 1:
+    # the 95% t half-width is 12.706 * 0.05 = 0.635, so two seeds cannot resolve it
     eff = {(e["variant"], e["metric"]): e for e in st["finetune_effect"]}
     a_he = eff[("a", "humaneval_solution_nats_per_char")]
-    assert a_he["mean"] == pytest.approx(-0.25) and a_he["se"] == pytest.approx(0.05) and a_he["resolved"] is True
-    assert eff[("a", "mbpp_solution_nats_per_char")]["resolved"] is False  # no change at all
-    # a - b on base HumanEval: -0.5, SE sqrt(0.02/2 + 0.02/2) = 0.141: resolved; on MBPP: 0
+    assert a_he["mean"] == pytest.approx(-0.25) and a_he["se"] == pytest.approx(0.05) and a_he["df"] == 1
+    assert a_he["half_width"] == pytest.approx(12.7062 * 0.05, rel=1e-4) and a_he["resolved"] is False
+    assert eff[("a", "mbpp_solution_nats_per_char")]["resolved"] is False  # no change at all (SE 0)
+    # a - b on base HumanEval: -0.5, SE sqrt(0.02/2 + 0.02/2) = 0.141, Welch df 2:
+    # half-width 4.303 * 0.141 = 0.609 > 0.5: within noise
     con = {(c["checkpoint"], c["metric"]): c for c in st["contrasts"]}
     base_he = con[("base", "humaneval_solution_nats_per_char")]
     assert (base_he["a"], base_he["b"]) == ("a", "b") and base_he["diff"] == pytest.approx(-0.5)
-    assert base_he["se"] == pytest.approx(math.sqrt(0.02)) and base_he["resolved"] is True
-    # phi1: a - b = -0.3, SE sqrt(0.005/2 + 0.045/2) = 0.158: 0.3 < 2 SE, within noise
-    assert con[("phi1", "humaneval_solution_nats_per_char")]["resolved"] is False
+    assert base_he["se"] == pytest.approx(math.sqrt(0.02)) and base_he["df"] == pytest.approx(2.0)
+    assert base_he["half_width"] == pytest.approx(4.3027 * math.sqrt(0.02), rel=1e-4) and base_he["resolved"] is False
     lines = verdicts(st)
-    assert "base, humaneval_solution_nats_per_char: a - b = -0.5000 +- 0.2828 (2 SE): resolved" in lines
-    assert any(line.startswith("phi1, humaneval_solution_nats_per_char: a - b") and line.endswith("within noise")
-               for line in lines)
+    assert "base, humaneval_solution_nats_per_char: a - b = -0.5000 +- 0.6085 (95% t, df 2.0): within noise" in lines
+    # with four seeds a (sd 0.01) and b (sd 0.01) 0.5 apart: resolved
+    tight = [_row(v, s, "base", x + 0.01 * (-1) ** s) for v, x in (("a", 1.0), ("b", 1.5)) for s in range(4)]
+    c = statistics(tight)["contrasts"][2]
+    assert c["metric"] == "humaneval_solution_nats_per_char" and c["df"] == pytest.approx(6.0) and c["resolved"] is True
     assert summary_table(st).row_count == 4
     assert figure(rows)[:8] == PNG  # error bars and seed dots
 
@@ -275,11 +279,21 @@ def test_shrunken_ablation_through_the_command(tmp_path, small_corpus, monkeypat
     assert json.loads((out / "results.json").read_text())["rows"] == res["rows"]
     assert len(client.search_runs([exp.experiment_id], "tags.`phi1.stage` = 'ablate'")) == 2
 
+    # a commit since moves HEAD off the exps' baseline: --baseline finds them again
+    first = repo.sh("git", "rev-parse", "HEAD").stdout.strip()
+    repo.sh("git", "commit", "-q", "--allow-empty", "-m", "later work")
+    lost = repo.sh("phi1", "ablate", "--variants", "filtered", "--collect-only", check=False)
+    assert lost.returncode == 2 and "--baseline REV" in lost.stderr
+    repo.sh("phi1", "ablate", "--variants", "filtered", "--collect-only", "--baseline", first[:10],
+                    "--out", "reports/again")
+    assert json.loads((repo.root / "reports/again/results.json").read_text())["baseline"] == first
+
     # --seeds: `filtered` again under training seeds 7 and 8 (exps filtered-seed7/-seed8);
-    # seed 7's tokenize and pretrain match the run above, so DVC restores them from its cache
+    # seed 7's pretraining is the run above's: DVC's run cache restores it
     seeded = repo.sh("phi1", "ablate", "--variants", "filtered", "--seeds", "7,8", "--max-tokens", "8192",
                      "--poll", "2", "--timeout", "900", "--out", "reports/seeds")
     assert "filtered-seed8: success" in seeded.stderr
+    assert "Stage 'pretrain' is cached" in repo.sh("dvc", "queue", "logs", "filtered-seed7").stdout
     assert "mean +- sd over seeds" in seeded.stdout and "finetune effect, filtered, " in seeded.stdout
     got = json.loads((repo.root / "reports/seeds/results.json").read_text())
     assert sorted((r["variant"], r["seed"], r["checkpoint"]) for r in got["rows"]) == [
@@ -293,6 +307,21 @@ def test_shrunken_ablation_through_the_command(tmp_path, small_corpus, monkeypat
     assert runs and {r.data.tags["phi1.variant"] for r in runs} == {"filtered"}
     last = client.search_runs([exp.experiment_id], "tags.`phi1.stage` = 'ablate'", order_by=["attributes.start_time DESC"])[0]
     assert "filtered.base.sd.humaneval_solution_nats_per_char" in last.data.metrics
+
+
+def test_check_repo_resolves_the_baseline_commit_and_names_a_bad_one(tmp_path):
+    from phi1.ablate import check_repo
+    from tests.dvc_repo import init_repo
+
+    repo = init_repo(tmp_path / "r")
+    (repo.root / "dvc.yaml").write_text("stages: {}\n")
+    with pytest.raises(Phi1Error, match="no git commit yet"):
+        check_repo(repo.root)
+    repo.commit("one")
+    head = repo.sh("git", "rev-parse", "HEAD").stdout.strip()
+    assert check_repo(repo.root) == head and check_repo(repo.root, head[:8]) == head
+    with pytest.raises(Phi1Error, match="--baseline 'nope' is not a commit"):
+        check_repo(repo.root, "nope")
 
 
 def test_ablate_names_a_folder_that_is_not_a_dvc_repo(tmp_path):

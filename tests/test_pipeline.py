@@ -37,3 +37,18 @@ def test_dvc_deps_exist():
         for dep in stage.get("deps", []):
             if dep.startswith("src/") or dep == "expectations":
                 assert (REPO / dep).exists(), f"{name}: dep {dep} missing"
+
+
+# decontaminate's report JSON is neither a metric nor a plot; the stage never reruns in an
+# ablation (it is upstream of every variant), so it may stay out of the run cache.
+RUN_CACHE_EXEMPT = {"decontaminate"}
+
+
+def test_uncached_files_are_metrics_or_plots_so_training_stays_in_the_run_cache():
+    """DVC skips the run cache for a stage with an uncached plain `outs` entry
+    (dvc/stage/__init__.py, Stage.run: `no_cache_outs`); pretrain and finetune must be in
+    it, or every seed repeat of `phi1 ablate` retrains a model DVC already has."""
+    for name, stage in _dvc_stages().items():
+        uncached = [next(iter(o)) for o in stage.get("outs", []) if isinstance(o, dict)
+                    and not next(iter(o.values())).get("cache", True)]
+        assert not uncached or name in RUN_CACHE_EXEMPT, f"{name}: uncached outs {uncached}: make them metrics or plots"

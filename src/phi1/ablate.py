@@ -5,6 +5,7 @@
     phi1 ablate --variants unfiltered,filtered+textbook --max-tokens 1000000 -S pretrain.seed=7
     phi1 ablate --seeds 1234,1,2             # each variant x 3 training seeds: mean +- sd, noise test
     phi1 ablate --collect-only               # redraw results/figure from the finished exps
+    phi1 ablate --collect-only --baseline REV   # ... after a commit moved HEAD off their baseline
     dvc exp show --only-changed              # the DVC records
     phi1 compare --experiment phi1-ablation --stage evaluate
 
@@ -21,8 +22,9 @@ Seed repeats (`--seeds`): each variant runs once per training seed (`pretrain.se
 `finetune.seed`; the data and its tokenizer stay the same) as the exp `<variant>-seed<N>`.
 The results then add, per variant and checkpoint, the mean and sample sd over seeds; the
 finetuning effect per variant (paired by seed); and every pair of variants' difference
-with its standard error, called resolved when |difference| > 2 SE. That is the noise the
-figure's error bars show; two or three seeds give only a rough SE, and say so.
+with its standard error, called resolved when its 95% Student-t interval (Welch) excludes
+zero. That is the noise the figure's error bars show; with two or three seeds the sds are
+rough and no correction is made for the many pairs.
 
 MLflow: the queue worker inherits this process's environment (checked: a celery worker
 spawned by `dvc queue start`, whose stage commands get its env plus `DVC_EXP_NAME`), so
@@ -192,8 +194,8 @@ def tracking_env(repo: Path, experiment: str, base: Optional[dict[str, str]] = N
 class Dvc:
     """The `dvc` CLI in one repo with one environment."""
 
-    def __init__(self, repo: Path, env: dict[str, str]):
-        self.repo, self.env = repo, env
+    def __init__(self, repo: Path, env: dict[str, str], baseline: Optional[str] = None):
+        self.repo, self.env, self.baseline = repo, env, baseline
         self.exe = str(Path(sys.executable).parent / "dvc")
         if not Path(self.exe).exists():
             self.exe = "dvc"
@@ -217,11 +219,15 @@ class Dvc:
                 raise Phi1Error(f"`dvc queue start` failed in {self.repo}: {lines[-1] if lines else code}")
 
     def show(self) -> list[dict]:
-        return json.loads(self("exp", "show", "--json", "--hide-workspace").stdout or "[]")
+        """`dvc exp show --json` of the baseline commit's exps (HEAD's when none is set): a
+        commit made while the queue runs moves HEAD, not the exps' baseline."""
+        rev = ["--rev", self.baseline] if self.baseline else []
+        return json.loads(self("exp", "show", "--json", "--hide-workspace", *rev).stdout or "[]")
 
 
 def experiments(show: list[dict]) -> dict[str, dict]:
-    """{exp name: {state, rev, data, log}} of the experiments of the baseline (HEAD)."""
+    """{exp name: {state, rev, data, log}} of the experiments of the first baseline shown
+    (`Dvc.show`'s baseline)."""
     out: dict[str, dict] = {}
     for baseline in show[:1]:  # the first entry is HEAD, whose exps we queued
         for e in baseline.get("experiments") or []:
@@ -249,12 +255,16 @@ def untracked_files(repo: Path) -> list[str]:
     return done.stdout.split() if done.returncode == 0 else []
 
 
-def check_repo(repo: Path) -> None:
+def check_repo(repo: Path, baseline: str = "HEAD") -> str:
+    """The full commit id of `baseline` in a DVC repo, or a Phi1Error saying what is wrong."""
     if not (repo / ".dvc").is_dir() or not (repo / "dvc.yaml").is_file():
         raise Phi1Error(f"{repo.resolve()} is not a DVC repository with a dvc.yaml (run phi1 ablate from the repo root)")
-    head = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=repo, capture_output=True, text=True)
+    head = subprocess.run(["git", "rev-parse", "--verify", f"{baseline}^{{commit}}"], cwd=repo, capture_output=True, text=True)
     if head.returncode != 0:
-        raise Phi1Error(f"{repo.resolve()}: no git commit yet; DVC experiments branch off a commit (git commit first)")
+        if baseline == "HEAD":
+            raise Phi1Error(f"{repo.resolve()}: no git commit yet; DVC experiments branch off a commit (git commit first)")
+        raise Phi1Error(f"--baseline {baseline!r} is not a commit of {repo.resolve()}")
+    return head.stdout.strip()
 
 
 def workers_running(repo: Path) -> int:
@@ -411,9 +421,33 @@ def _mean_sd(values: Sequence[Optional[float]]) -> tuple[Optional[float], Option
     return mean, sd
 
 
-def _verdict(diff: float, se: Optional[float]) -> Optional[bool]:
-    """Resolved = |diff| > 2 SE; None when there is no SE (a single seed)."""
-    return None if se is None else abs(diff) > 2 * se
+def _t_crit(df: Optional[float]) -> Optional[float]:
+    """The two-sided 95% Student-t critical value for `df` degrees of freedom (None: none)."""
+    if df is None or not df > 0:
+        return None
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
+
+
+def _judge(diff: float, se: Optional[float], df: Optional[float]) -> dict[str, Any]:
+    """{se, df, half_width, resolved}: resolved when the 95% t interval of `diff` excludes 0
+    (|diff| > t(0.975, df) * SE); None without an SE (a single seed). A zero SE (every seed
+    gave the same number) resolves any nonzero difference."""
+    if se is None:
+        return {"se": None, "df": None, "half_width": None, "resolved": None}
+    if se == 0:
+        return {"se": 0.0, "df": df, "half_width": 0.0, "resolved": diff != 0}
+    crit = _t_crit(df)
+    half = None if crit is None else crit * se
+    return {"se": se, "df": df, "half_width": half, "resolved": None if half is None else abs(diff) > half}
+
+
+def _welch_df(va: float, na: int, vb: float, nb: int) -> Optional[float]:
+    """Welch-Satterthwaite degrees of freedom of a difference of two means."""
+    a, b = va / na, vb / nb
+    den = (a * a / (na - 1) if na > 1 else 0.0) + (b * b / (nb - 1) if nb > 1 else 0.0)
+    return (a + b) ** 2 / den if den > 0 else None
 
 
 def statistics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -421,9 +455,13 @@ def statistics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     - `summary`: per variant x checkpoint, n, the seeds, mean and sd of SUMMARY_METRICS;
     - `finetune_effect`: per variant and metric, phi1 minus base paired by exp (same
-      seed, same data): mean, sd, SE, resolved;
+      seed, same data): mean, sd, SE, df = n - 1, the 95% t half-width, resolved;
     - `contrasts`: per checkpoint, metric and pair of variants, the difference of the
-      means, its SE (Welch: sqrt(sd_a^2/n_a + sd_b^2/n_b)) and resolved = |diff| > 2 SE.
+      means, its SE (Welch: sqrt(sd_a^2/n_a + sd_b^2/n_b)), Welch-Satterthwaite df, the
+      95% t half-width, and resolved = the interval excludes 0.
+
+    Each test is on its own (no correction for the many pairs), and with 2-3 seeds the
+    sds themselves are rough: read "resolved" as "worth a closer look", not as proof.
     """
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     summary: dict[tuple[str, str], dict[str, Any]] = {}
@@ -449,8 +487,8 @@ def statistics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 continue
             mean, sd = _mean_sd(diffs)
             se = None if sd is None else sd / math.sqrt(len(diffs))
-            effects.append({"variant": v, "metric": m, "n": len(diffs), "mean": mean, "sd": sd, "se": se,
-                            "resolved": _verdict(mean, se)})
+            effects.append({"variant": v, "metric": m, "n": len(diffs), "mean": mean, "sd": sd,
+                            **_judge(mean, se, len(diffs) - 1)})
     contrasts = []
     for c in CHECKPOINTS:
         for m in SUMMARY_METRICS:
@@ -461,29 +499,35 @@ def statistics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                         continue
                     diff = ea[f"{m}_mean"] - eb[f"{m}_mean"]
                     sa, sb = ea[f"{m}_sd"], eb[f"{m}_sd"]
-                    se = None if sa is None or sb is None else math.sqrt(sa ** 2 / ea["n"] + sb ** 2 / eb["n"])
-                    contrasts.append({"checkpoint": c, "metric": m, "a": a, "b": b, "diff": diff, "se": se,
-                                      "resolved": _verdict(diff, se)})
+                    if sa is None or sb is None:
+                        se, df = None, None
+                    else:
+                        se = math.sqrt(sa ** 2 / ea["n"] + sb ** 2 / eb["n"])
+                        df = _welch_df(sa ** 2, ea["n"], sb ** 2, eb["n"])
+                    contrasts.append({"checkpoint": c, "metric": m, "a": a, "b": b, "diff": diff, **_judge(diff, se, df)})
     return {"summary": list(summary.values()), "finetune_effect": effects, "contrasts": contrasts}
 
 
 def verdicts(stats: dict[str, Any], metrics: Sequence[str] = SUMMARY_METRICS[2:]) -> list[str]:
     """One plain line per finetuning effect and variant contrast of `metrics` (default: the
     solution losses per character, the numbers that move at small scale)."""
-    def judged(resolved: Optional[bool], se: Optional[float]) -> str:
-        if resolved is None:
+    def judged(x: dict) -> str:
+        if x["se"] is None:
             return "noise unknown (one seed: run --seeds)"
-        return f"+- {2 * se:.4f} (2 SE): " + ("resolved" if resolved else "within noise")
+        if x["half_width"] is None:
+            return "noise unknown (no degrees of freedom)"
+        df = "" if x["df"] is None else f", df {x['df']:.1f}"
+        return f"+- {x['half_width']:.4f} (95% t{df}): " + ("resolved" if x["resolved"] else "within noise")
 
     lines = []
     for e in stats.get("finetune_effect", []):
         if e["metric"] in metrics:
             lines.append(f"finetune effect, {e['variant']}, {e['metric']}: {e['mean']:+.4f} over {e['n']} seed(s) "
-                         + judged(e["resolved"], e["se"]))
+                         + judged(e))
     for c in stats.get("contrasts", []):
         if c["metric"] in metrics:
             lines.append(f"{c['checkpoint']}, {c['metric']}: {c['a']} - {c['b']} = {c['diff']:+.4f} "
-                         + judged(c["resolved"], c["se"]))
+                         + judged(c))
     return lines
 
 
@@ -659,20 +703,23 @@ def log_summary(out: Path, result: Ablation, meta: dict[str, Any], env: dict[str
 def run(variants: Sequence[str] | None = None, max_tokens: Optional[int] = DEFAULT_MAX_TOKENS,
         overrides: Sequence[str] = (), target: str = DEFAULT_TARGET, jobs: int = 1, seeds: Sequence[int] | None = None,
         experiment: str = DEFAULT_EXPERIMENT, out: str | Path = "reports/ablation", repo: str | Path = ".",
-        collect_only: bool = False, poll: float = 10.0, timeout: Optional[float] = None,
+        collect_only: bool = False, baseline: str = "HEAD", poll: float = 10.0, timeout: Optional[float] = None,
         progress: Optional[Callable[[dict[str, str], dict[str, Optional[str]]], None]] = None,
         warn: Callable[[str], None] = lambda m: None) -> Ablation:
     """Queue, run and wait for the variants (unless `collect_only`), then collect their
-    metrics, write `out`/results.{json,csv} + figure.png and log them to MLflow."""
+    metrics, write `out`/results.{json,csv} + figure.png and log them to MLflow. The exps
+    branch off `baseline` (HEAD when it starts; another commit only with `collect_only`)."""
     from phi1.tracking import setup
 
     repo = Path(repo)
     if jobs < 1:
         raise Phi1Error("--jobs must be >= 1")
     the_plan = plan(variants, max_tokens, overrides, seeds)
-    check_repo(repo)
+    if baseline != "HEAD" and not collect_only:
+        raise Phi1Error("--baseline is for --collect-only: new experiments branch off HEAD")
+    rev = check_repo(repo, baseline)
     env = tracking_env(repo, experiment)
-    dvc = Dvc(repo, env)
+    dvc = Dvc(repo, env, baseline=rev)
     result = Ablation(plan=the_plan)
     t0 = time.monotonic()
     if not collect_only:
@@ -701,8 +748,10 @@ def run(variants: Sequence[str] | None = None, max_tokens: Optional[int] = DEFAU
     result.stats = statistics(result.rows)
     result.seconds = round(time.monotonic() - t0, 1)
     if not result.rows:
-        raise Phi1Error(f"no finished ablation experiment to collect ({', '.join(f'{n}: {s}' for n, s in result.states.items())})")
-    meta = {"experiment": experiment, "target": target, "max_tokens": max_tokens, "overrides": list(overrides),
+        hint = " (they branch off the commit they started from: --baseline REV)" if collect_only else ""
+        raise Phi1Error(f"no finished ablation experiment of {rev[:7]} to collect "
+                        f"({', '.join(f'{n}: {s}' for n, s in result.states.items())}){hint}")
+    meta = {"experiment": experiment, "baseline": rev, "target": target, "max_tokens": max_tokens, "overrides": list(overrides),
             "seeds": None if seeds is None else list(seeds),
             "seconds": result.seconds, "collect_only": collect_only,
             # what each exp really ran with (with --collect-only the options above may differ)

@@ -446,12 +446,13 @@ def ablate_cmd(
     variants: Annotated[Optional[str], typer.Option(help="Comma-separated variants: unfiltered, filtered, filtered+textbook (default: all three).")] = None,
     max_tokens: Annotated[int, typer.Option(help="tokenize.max_tokens of every variant: the same pretraining token pool for each (fails if a variant holds fewer).")] = 2_000_000,
     overrides: SetOpt = None,
-    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated training seeds (pretrain.seed and finetune.seed; data unchanged): each variant runs once per seed as the experiment VARIANT-seedN, and the results add mean +- sd per variant and whether each difference exceeds 2 SE. Default: one run per variant, named VARIANT, with params.yaml's seeds.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated training seeds (pretrain.seed and finetune.seed; data unchanged): each variant runs once per seed as the experiment VARIANT-seedN, and the results add mean +- sd per variant and whether each difference's 95% t interval excludes zero. Default: one run per variant, named VARIANT, with params.yaml's seeds.")] = None,
     target: Annotated[str, typer.Option(help="dvc.yaml stage each experiment runs up to. Not probe/register: the figure needs neither, and register would promote ablation models.")] = "evaluate",
     jobs: Annotated[int, typer.Option(help="Experiments run at once (`dvc queue start --jobs`).")] = 1,
     experiment: Annotated[str, typer.Option(help="MLflow experiment of every run of the ablation.")] = "phi1-ablation",
     out: Annotated[Path, typer.Option(help="Folder for results.json, results.csv and figure.png.")] = Path("reports/ablation"),
     collect_only: Annotated[bool, typer.Option("--collect-only", help="Run nothing: collect the finished experiments again.")] = False,
+    baseline: Annotated[str, typer.Option(help="With --collect-only: the git commit the experiments branched off (a commit made since moves HEAD away from it).")] = "HEAD",
     timeout: Annotated[Optional[float], typer.Option(help="Give up waiting after this many seconds (the queue keeps running).")] = None,
     poll: Annotated[float, typer.Option(help="Seconds between checks of the queue.")] = 10.0,
 ) -> None:
@@ -482,7 +483,7 @@ def ablate_cmd(
         except ValueError:
             _fail(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 1234,1,2")
     result = run(names, max_tokens, overrides or [], target=target, jobs=jobs, seeds=seed_list, experiment=experiment, out=out,
-                 collect_only=collect_only, timeout=timeout, poll=poll, progress=progress,
+                 collect_only=collect_only, baseline=baseline, timeout=timeout, poll=poll, progress=progress,
                  warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
     console = Console(width=max(Console().width, 160))
     console.print(table(result.rows, f"phi1 ablation ({result.seconds:.0f} s)"))

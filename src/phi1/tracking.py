@@ -66,6 +66,16 @@ def split_exp_name(name: str) -> tuple[str, int | None]:
     return (m["variant"], int(m["seed"])) if m else (name, None)
 
 
+def variant_tags() -> dict[str, str]:
+    """`phi1.variant` (and `phi1.seed` for a seed repeat) of this process's variant, or {}:
+    for every run, nested ones too, so a search by variant finds all of a variant's runs."""
+    name = variant_name()
+    if not name:
+        return {}
+    variant, seed = split_exp_name(name)
+    return {"phi1.variant": variant, **({} if seed is None else {"phi1.seed": str(seed)})}
+
+
 def _check_reachable(uri: str) -> None:
     if not uri.startswith(("http://", "https://")):
         return
@@ -182,11 +192,7 @@ def stage_run(
     all_tags = {"phi1.stage": stage, "git.commit": sha, "git.dirty": str(dirty).lower()}
     for path, h in input_hashes(inputs).items():
         all_tags[f"data.{path}"] = h
-    if name := variant_name():
-        variant, seed = split_exp_name(name)
-        all_tags["phi1.variant"] = variant
-        if seed is not None:
-            all_tags["phi1.seed"] = str(seed)
+    all_tags.update(variant_tags())
     all_tags.update(tags or {})
     with mlflow.start_run(run_name=run_name or stage, tags=all_tags) as run:
         if cfg is not None:

@@ -16,8 +16,11 @@ from tests.evaluate.conftest import build_tiny_model
 
 
 @pytest.mark.slow
-def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_and_benchmark(workdir):
+def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_and_benchmark(workdir, monkeypatch):
     import mlflow
+
+    monkeypatch.delenv("PHI1_VARIANT", raising=False)
+    monkeypatch.setenv("DVC_EXP_NAME", "filtered-seed3")  # as in `phi1 ablate --seeds 3`
 
     build_tiny_model(workdir / "checkpoints" / "base", seed=1)
     build_tiny_model(workdir / "checkpoints" / "phi1", seed=2)
@@ -59,6 +62,8 @@ def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_a
     assert sorted(r.info.run_name for r in children) == ["base/humaneval", "base/mbpp", "phi1/humaneval", "phi1/mbpp"]
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+        # nested runs carry the variant too, so a search by variant finds them
+        assert (child.data.tags["phi1.variant"], child.data.tags["phi1.seed"]) == ("filtered", "3")
         assert child.data.metrics["pass_at_1"] == 0.0
         assert child.data.metrics["pass_at_1/mean"] == 0.0  # the MLflow evaluation's own metric
         ckpt, bm = child.data.tags["phi1.checkpoint"], child.data.tags["phi1.benchmark"]

@@ -17,8 +17,11 @@ from tests.evaluate.conftest import build_tiny_model
 
 @pytest.mark.gui
 @pytest.mark.slow
-def test_stage_writes_metrics_and_one_mlflow_evaluation_per_checkpoint(workdir):
+def test_stage_writes_metrics_and_one_mlflow_evaluation_per_checkpoint(workdir, monkeypatch):
     import mlflow
+
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.setenv("PHI1_VARIANT", "mine")
 
     build_tiny_model(workdir / "checkpoints" / "base", seed=1)
     build_tiny_model(workdir / "checkpoints" / "phi1", seed=2)
@@ -46,6 +49,7 @@ def test_stage_writes_metrics_and_one_mlflow_evaluation_per_checkpoint(workdir):
     assert sorted(r.info.run_name for r in children) == ["base/probe", "phi1/probe"]
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+        assert child.data.tags["phi1.variant"] == "mine" and "phi1.seed" not in child.data.tags
         assert child.data.metrics["pass_rate"] == 0.0
         assert child.data.metrics["probe_pass/mean"] == 0.0  # the MLflow evaluation's own metric
         assert "tkinter.pass_rate" in child.data.metrics

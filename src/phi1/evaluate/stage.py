@@ -128,7 +128,9 @@ def _log_evaluation(mlflow, name: str, ckpt: str, bm: str, tasks, scored: Scored
                     loss: Optional[SolutionLoss] = None) -> None:
     """One nested MLflow run holding the evaluation of a checkpoint on a benchmark."""
     df = per_task_frame(tasks, scored)
-    tags = {"phi1.checkpoint": name, "phi1.benchmark": bm, "phi1.stage": "evaluate"}
+    from phi1.tracking import variant_tags
+
+    tags = {"phi1.checkpoint": name, "phi1.benchmark": bm, "phi1.stage": "evaluate", **variant_tags()}
     with mlflow.start_run(run_name=f"{name}/{bm}", nested=True, tags=tags):
         mlflow.log_params({"checkpoint": ckpt, "benchmark": bm, "n_tasks": len(df)})
         mlflow.models.evaluate(
