@@ -301,7 +301,9 @@ def test_shrunken_ablation_through_the_command(tmp_path, small_corpus, monkeypat
     assert [(e["checkpoint"], e["n"]) for e in got["statistics"]["summary"]] == [("base", 2), ("phi1", 2)]
     seed7 = next(r for r in got["rows"] if r["seed"] == 7 and r["checkpoint"] == "base")
     assert seed7["humaneval_solution_loss"] == pytest.approx(base["filtered"])  # the same pretrained model
-    names = {e["name"] for b in json.loads(repo.sh("dvc", "exp", "show", "--json").stdout) for e in b.get("experiments") or []}
+    # the first two exps branch off the commit before "later work": -n 2 shows both baselines
+    shown = json.loads(repo.sh("dvc", "exp", "show", "--json", "-n", "2").stdout)
+    names = {e["name"] for b in shown for e in b.get("experiments") or []}
     assert {"unfiltered", "filtered", "filtered-seed7", "filtered-seed8"} <= names
     runs = client.search_runs([exp.experiment_id], "tags.`phi1.seed` = '8'")
     assert runs and {r.data.tags["phi1.variant"] for r in runs} == {"filtered"}
