@@ -98,6 +98,12 @@ COLUMNS = (
 )
 # The numbers compared across variants (per-token losses are not comparable: own tokenizers).
 SUMMARY_METRICS = ("humaneval_pass@1", "mbpp_pass@1", "humaneval_solution_nats_per_char", "mbpp_solution_nats_per_char")
+# Column headers of the terminal tables.
+HEADERS = {"humaneval_pass@1": "HE pass@1", "mbpp_pass@1": "MBPP pass@1",
+           "humaneval_solution_loss": "HE loss/tok", "mbpp_solution_loss": "MBPP loss/tok",
+           "humaneval_solution_nats_per_char": "HE loss/char", "mbpp_solution_nats_per_char": "MBPP loss/char",
+           "pretrain_val_loss": "pretrain val", "finetune_val_loss": "finetune val",
+           "tokens_seen": "tokens seen", "pretrain_pool_tokens": "pool tokens"}
 
 
 @dataclass
@@ -107,9 +113,13 @@ class Ablation:
     plan: dict[str, list[str]]  # exp name -> its `-S` overrides
     states: dict[str, str] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
-    stats: dict[str, Any] = field(default_factory=dict)  # `statistics(rows)`
     out: Optional[Path] = None
     seconds: float = 0.0
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """`statistics(rows)`: means, sds, finetuning effects and variant contrasts."""
+        return statistics(self.rows)
 
     @property
     def failed(self) -> list[str]:
@@ -229,7 +239,7 @@ def experiments(show: list[dict]) -> dict[str, dict]:
     """{exp name: {state, rev, data, log}} of the experiments of the first baseline shown
     (`Dvc.show`'s baseline)."""
     out: dict[str, dict] = {}
-    for baseline in show[:1]:  # the first entry is HEAD, whose exps we queued
+    for baseline in show[:1]:  # the first entry is the baseline whose exps we queued
         for e in baseline.get("experiments") or []:
             rev = (e.get("revs") or [{}])[0]
             ex = e.get("executor") or {}
@@ -599,7 +609,7 @@ def figure(rows: Sequence[dict[str, Any]]) -> bytes:
 
 def write_results(out: Path, result: Ablation, meta: dict[str, Any]) -> None:
     """results.json, results.csv and figure.png, all or nothing."""
-    stats = result.stats or statistics(result.rows)
+    stats = result.stats
     with atomic_dir(out) as tmp:
         write_json(tmp / "results.json", {**meta, "plan": result.plan, "states": result.states, "rows": result.rows,
                                           "statistics": stats, "verdicts": verdicts(stats)})
@@ -617,13 +627,8 @@ def table(rows: Sequence[dict[str, Any]], title: str = "phi1 ablation"):
 
     t = Table(title=title)
     cols = [c for c in COLUMNS if c not in ("exp", "exp_rev") and not c.endswith("_truncated")]
-    short = {"humaneval_pass@1": "HE pass@1", "mbpp_pass@1": "MBPP pass@1",
-             "humaneval_solution_loss": "HE loss/tok", "mbpp_solution_loss": "MBPP loss/tok",
-             "humaneval_solution_nats_per_char": "HE loss/char", "mbpp_solution_nats_per_char": "MBPP loss/char",
-             "pretrain_val_loss": "pretrain val", "finetune_val_loss": "finetune val",
-             "tokens_seen": "tokens seen", "pretrain_pool_tokens": "pool tokens"}
     for c in cols:
-        t.add_column(short.get(c, c), justify="left" if c in ("variant", "checkpoint") else "right")
+        t.add_column(HEADERS.get(c, c), justify="left" if c in ("variant", "checkpoint") else "right")
     for r in rows:
         t.add_row(*(_fmt(r.get(c)) for c in cols))
     return t
@@ -634,12 +639,10 @@ def summary_table(stats: dict[str, Any], title: str = "mean +- sd over seeds"):
     from rich.table import Table
 
     t = Table(title=title)
-    short = {"humaneval_pass@1": "HE pass@1", "mbpp_pass@1": "MBPP pass@1",
-             "humaneval_solution_nats_per_char": "HE loss/char", "mbpp_solution_nats_per_char": "MBPP loss/char"}
     for c in ("variant", "checkpoint", "seeds"):
         t.add_column(c)
     for m in SUMMARY_METRICS:
-        t.add_column(short[m], justify="right")
+        t.add_column(HEADERS[m], justify="right")
     for e in stats.get("summary", []):
         cells = []
         for m in SUMMARY_METRICS:
@@ -745,7 +748,6 @@ def run(variants: Sequence[str] | None = None, max_tokens: Optional[int] = DEFAU
     if collect_only:
         result.states = {n: exps.get(n, {}).get("state", "missing") for n in the_plan}
     result.rows = collect(show, list(the_plan))
-    result.stats = statistics(result.rows)
     result.seconds = round(time.monotonic() - t0, 1)
     if not result.rows:
         hint = " (they branch off the commit they started from: --baseline REV)" if collect_only else ""

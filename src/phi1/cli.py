@@ -487,9 +487,10 @@ def ablate_cmd(
                  warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
     console = Console(width=max(Console().width, 160))
     console.print(table(result.rows, f"phi1 ablation ({result.seconds:.0f} s)"))
-    if any(e["n"] > 1 for e in result.stats["summary"]):
-        console.print(summary_table(result.stats))
-    for line in verdicts(result.stats):
+    stats = result.stats
+    if any(e["n"] > 1 for e in stats["summary"]):
+        console.print(summary_table(stats))
+    for line in verdicts(stats):
         console.print(line, highlight=False)
     typer.echo(f"{out}/results.json  {out}/figure.png  MLflow experiment {experiment}")
     if result.failed:

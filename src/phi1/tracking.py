@@ -202,6 +202,15 @@ def stage_run(
         yield run
 
 
+@contextlib.contextmanager
+def nested_run(run_name: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
+    """A child run of the active stage run, tagged like it with the variant (and seed)."""
+    import mlflow
+
+    with mlflow.start_run(run_name=run_name, nested=True, tags={**variant_tags(), **(tags or {})}) as run:
+        yield run
+
+
 def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """Flatten a nested metrics dict to `a.b.c -> float`, keeping only numbers (for
     mlflow.log_metrics; booleans, strings and nulls are left out)."""

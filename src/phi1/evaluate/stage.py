@@ -128,10 +128,10 @@ def _log_evaluation(mlflow, name: str, ckpt: str, bm: str, tasks, scored: Scored
                     loss: Optional[SolutionLoss] = None) -> None:
     """One nested MLflow run holding the evaluation of a checkpoint on a benchmark."""
     df = per_task_frame(tasks, scored)
-    from phi1.tracking import variant_tags
+    from phi1.tracking import nested_run
 
-    tags = {"phi1.checkpoint": name, "phi1.benchmark": bm, "phi1.stage": "evaluate", **variant_tags()}
-    with mlflow.start_run(run_name=f"{name}/{bm}", nested=True, tags=tags):
+    tags = {"phi1.checkpoint": name, "phi1.benchmark": bm, "phi1.stage": "evaluate"}
+    with nested_run(f"{name}/{bm}", tags):
         mlflow.log_params({"checkpoint": ckpt, "benchmark": bm, "n_tasks": len(df)})
         mlflow.models.evaluate(
             data=df, predictions="completion", model_type=None,

@@ -116,10 +116,10 @@ def _probe_metric(column: str):
 def _log_evaluation(mlflow, name: str, ckpt: str, probes, scored: ProbeScore) -> None:
     """One nested MLflow run holding the probe evaluation of a checkpoint."""
     df = per_probe_frame(probes, scored)
-    from phi1.tracking import variant_tags
+    from phi1.tracking import nested_run
 
-    tags = {"phi1.checkpoint": name, "phi1.stage": "probe", **variant_tags()}
-    with mlflow.start_run(run_name=f"{name}/probe", nested=True, tags=tags):
+    tags = {"phi1.checkpoint": name, "phi1.stage": "probe"}
+    with nested_run(f"{name}/probe", tags):
         mlflow.log_params({"checkpoint": ckpt, "n_probes": len(df)})
         mlflow.models.evaluate(data=df, predictions="completion", model_type=None,
                                extra_metrics=[_probe_metric("passed"), _probe_metric("api")])
