@@ -3,6 +3,7 @@
     with mlflow_server("sqlite:////tmp/x/mlflow.db", artifacts=tmp / "artifacts", log=tmp / "server.log") as srv:
         os.environ["MLFLOW_TRACKING_URI"] = srv.url      # http://127.0.0.1:<free port>
         srv.kill()                                        # the server going away mid-run
+    with mlflow_server(..., port=srv.port):              # ... and coming back at the same URI
 
 The server runs in its own process group (killed with it on exit) on a free port, one
 worker; the context manager returns once `/health` answers. With `artifacts` set the
@@ -38,6 +39,10 @@ class MlflowServer:
     process: subprocess.Popen
     log: Optional[Path]
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
     def log_tail(self, n: int = 3000) -> str:
         return self.log.read_text()[-n:] if self.log and self.log.is_file() else ""
 
@@ -55,14 +60,15 @@ class MlflowServer:
 
 @contextlib.contextmanager
 def mlflow_server(backend_store_uri: str, artifacts: Optional[Path] = None, log: Optional[Path] = None,
-                  start_timeout: float = 240.0) -> Iterator[MlflowServer]:
-    """Start `mlflow server` on `backend_store_uri`; yield it once /health answers 200."""
-    port = free_port()
+                  start_timeout: float = 240.0, port: Optional[int] = None) -> Iterator[MlflowServer]:
+    """Start `mlflow server` on `backend_store_uri` (on `port`, else a free one); yield it
+    once /health answers 200."""
+    port = port or free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     if artifacts is not None:
         cmd += ["--artifacts-destination", str(artifacts), "--serve-artifacts"]
-    out = open(log, "w") if log else subprocess.DEVNULL
+    out = open(log, "a") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = MlflowServer(f"http://127.0.0.1:{port}", proc, log)
     try:
@@ -81,3 +87,36 @@ def mlflow_server(backend_store_uri: str, artifacts: Optional[Path] = None, log:
         server.kill(signal.SIGTERM)
         if log:
             out.close()
+
+
+@contextlib.contextmanager
+def unavailable_server() -> Iterator[str]:
+    """A server on 127.0.0.1 whose `/health` answers 200 and every other request 503 (a
+    tracking server up but unable to reach its store); yields its URL."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))  # a POST's body, then answer
+            ok = self.path.split("?")[0] == "/health"
+            body = b"OK" if ok else b"store unavailable"
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

@@ -226,7 +226,7 @@ def test_heuristic_stage_is_deterministic_and_follows_the_contract(workdir, raw)
     assert t3.num_rows == 20 == m3["n"] == m3["n_raw"]
 
     saved = json.loads((workdir / "a1.json").read_text())
-    assert saved == m1 | {"seconds": saved["seconds"]}
+    assert saved == {k: v for k, v in m1.items() if k != "seconds"}  # timings go to MLflow only
     assert m1["n"] == 12 and m1["backend"] == "heuristic" and m1["rejected_unparsable"] == 0
     assert m1["mean_score"] == pytest.approx(sum(t1.column("score").to_pylist()) / 12, abs=1e-4)
     assert m1["positive_fraction"] == pytest.approx(sum(t1.column("label").to_pylist()) / 12, abs=1e-4)

@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from phi1.config import (
+    SHARED,
     STAGES,
     ConfigError,
     FilterConfig,
@@ -21,7 +22,9 @@ from tests.conftest import REPO
 def test_params_yaml_matches_dataclasses():
     """params.yaml holds every key of every stage, and nothing else; it builds cleanly."""
     params = read_params(REPO / "params.yaml")
-    assert set(params) == set(STAGES)
+    assert set(params) == set(STAGES) | set(SHARED)
+    for name, cls in SHARED.items():  # the sections no single stage owns (tracking)
+        assert params[name] == to_dict(cls()), name
     for stage, cls in STAGES.items():
         defaults = to_dict(cls())
         assert set(params[stage]) == set(defaults), stage
@@ -34,10 +37,10 @@ def test_params_yaml_matches_dataclasses():
 
 def test_a_gate_metric_with_at_sign_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="pass_at_1"):
-        load_stage_config("register", REPO / "params.yaml", ["register.gate_metrics=[eval.mbpp.pass@1]"])
+        load_stage_config("register", REPO / "params.yaml", ["register.gate_metrics={eval.mbpp.pass@1: higher}"])
 
 
-@pytest.mark.parametrize("cls", [*STAGES.values(), SourceConfig], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [*STAGES.values(), *SHARED.values(), SourceConfig], ids=lambda c: c.__name__)
 def test_every_field_has_a_docstring(cls):
     docs = field_docs(cls)
     missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]

@@ -1,4 +1,4 @@
-"""The `register` stage's lineage tags from real input files, and its errors."""
+"""The `register` stage's lineage and experiment tags from real input files, its config, and its errors."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import json
 import pytest
 import yaml
 
-from phi1.config import RegisterConfig
+from phi1.config import ConfigError, RegisterConfig, load_stage_config
 from phi1.errors import Phi1Error
-from phi1.register import lineage_tags, run
+from phi1.register import experiment_tags, lineage_tags, run
 
 
 def test_lineage_tags_hold_hashes_status_contamination_and_metrics(workdir):
@@ -59,3 +59,30 @@ def test_bad_json_and_missing_checkpoint_are_one_line_errors(workdir):
     (workdir / "bad.json").write_text("{nope")
     with pytest.raises(Phi1Error, match="bad.json: not valid JSON"):
         lineage_tags("ck", eval_path="bad.json")
+
+
+def test_experiment_runs_are_tagged_and_the_main_line_is_not(monkeypatch):
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.delenv("PHI1_VARIANT", raising=False)
+    assert experiment_tags() == {}
+    monkeypatch.setenv("DVC_EXP_NAME", "bushy-tuft")  # set by `dvc exp run`, queued or not
+    assert experiment_tags() == {"phi1.experiment": "bushy-tuft", "phi1.variant": "bushy-tuft"}
+    monkeypatch.setenv("PHI1_VARIANT", "filtered-seed7")  # set by `phi1 ablate`; it wins
+    assert experiment_tags() == {"phi1.experiment": "filtered-seed7", "phi1.variant": "filtered", "phi1.seed": "7"}
+
+
+def test_promote_is_off_by_default_and_every_gate_metric_has_a_direction(tmp_path):
+    cfg = RegisterConfig()
+    assert cfg.promote == "off" and cfg.require_improvement
+    assert cfg.gate_metrics["eval.humaneval.solution_loss"] == cfg.gate_metrics["eval.mbpp.solution_loss"] == "lower"
+    assert cfg.gate_metrics["eval.humaneval.pass_at_1"] == "higher"
+    params = tmp_path / "params.yaml"
+    params.write_text("register: {promote: off}\n")  # YAML 1.1 reads a bare off as false
+    assert load_stage_config("register", params).promote == "off"
+    assert load_stage_config("register", params, ["register.promote=off"]).promote == "off"
+    assert load_stage_config("register", params, ["register.promote=try"]).promote == "try"
+    with pytest.raises(ConfigError, match="register.gate_metrics.eval.mbpp.solution_loss: 'down' is not one of"):
+        load_stage_config("register", params, ["register.gate_metrics={eval.mbpp.solution_loss: down}"])
+    with pytest.raises(ConfigError, match="require_improvement needs at least one gate_metrics entry"):
+        RegisterConfig(gate_metrics={})
+    assert RegisterConfig(gate_metrics={}, require_improvement=False).gate_metrics == {}

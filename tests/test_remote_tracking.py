@@ -11,7 +11,12 @@ directory, and the asserts read everything back through the server.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -24,7 +29,7 @@ from typer.testing import CliRunner
 from phi1.cli import app
 from phi1.config import EvaluateConfig, RegisterConfig, ValidateConfig, to_dict
 from tests.conftest import REPO
-from tests.mlflow_server import mlflow_server
+from tests.mlflow_server import mlflow_server, unavailable_server
 from tests.test_validate import build_datasets
 from tests.train.conftest import finetune_cfg, mlflow_store, one_thread, pretrain_cfg, tokenized  # noqa: F401
 
@@ -55,7 +60,8 @@ def test_pipeline_tracks_and_registers_through_a_remote_server(workdir, tokenize
     server_dir = tmp_path_factory.mktemp("server")
     shutil.move(workdir / "mlflow.db", server_dir / "mlflow.db")  # the root fixture's migrated store
     monkeypatch.setenv("XDG_CACHE_HOME", str(server_dir / "client-cache"))
-    register = RegisterConfig(gate_metrics=("eval.humaneval.pass_at_1",))
+    # promote: try, so the stage itself gates v1 through to champion over HTTP
+    register = RegisterConfig(gate_metrics={"eval.humaneval.pass_at_1": "higher"}, promote="try")
     params = {
         "pretrain": to_dict(pretrain_cfg()),
         "finetune": to_dict(finetune_cfg()),
@@ -108,7 +114,8 @@ def test_pipeline_tracks_and_registers_through_a_remote_server(workdir, tokenize
         assert v1.tags["validation.status"] == "passed"
         decision = json.loads(v1.tags["phi1.decision"])
         assert decision["accepted"] and decision["previous_champion"] is None
-        assert json.loads(Path("metrics/register.json").read_text())["phi1"] == {
+        registered = json.loads(Path("metrics/register.json").read_text())["phi1"]
+        assert {k: registered[k] for k in ("version", "checkpoint", "registered", "promoted", "gates_failed")} == {
             "version": 1, "checkpoint": "checkpoints/phi1", "registered": 1, "promoted": 1, "gates_failed": 0}
         assert "champion" in models_table and "challenger" in models_table
 
@@ -125,3 +132,149 @@ def test_pipeline_tracks_and_registers_through_a_remote_server(workdir, tokenize
     assert not (workdir / "mlflow.db").exists() and not (workdir / "mlruns").exists()
     assert list((server_dir / "artifacts").rglob("model.safetensors"))
     assert [p.name for p in (server_dir / "client-cache" / "phi1").iterdir()][0].startswith("promote-")
+
+
+# --------------------------------------------------------------------------- failures of the server
+
+VALIDATE_FIXTURE = REPO / "tests/fixtures/validate"
+
+
+def _validate_cmd() -> list[str]:
+    """A real, cheap stage: `phi1 validate` of one fixture dataset, in its own process."""
+    return [sys.executable, "-m", "phi1.cli", "validate", f"raw={VALIDATE_FIXTURE / 'raw'}", "-p", "params.yaml",
+            "--expectations", str(REPO / "expectations"), "--out", "reports/validation",
+            "--filter-metrics", str(VALIDATE_FIXTURE / "filter.json")]
+
+
+def _env(url: str) -> dict[str, str]:
+    return {**os.environ, "MLFLOW_TRACKING_URI": url, "OMP_NUM_THREADS": "1"}
+
+
+def _one_error_line(err: str, url: str) -> str:
+    """The stage said one thing on stderr: a single `error:` line naming the server."""
+    assert "Traceback" not in err, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and url in errors[0], err[-3000:]
+    return errors[0]
+
+
+def _wait_for_the_work(proc: subprocess.Popen, client: mlflow.MlflowClient, server) -> str:
+    """The id of the stage's run once it holds its config: stage_run is done, the work begins."""
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        exp = client.get_experiment_by_name("phi1-test")
+        for r in client.search_runs([exp.experiment_id]) if exp else []:
+            if [a.path for a in client.list_artifacts(r.info.run_id, "config")] == ["config/validate.json"]:
+                return r.info.run_id
+        time.sleep(0.05)
+    raise AssertionError(f"the stage opened no run:\n{server.log_tail()}")
+
+
+@pytest.fixture
+def server_dir(workdir, tmp_path_factory, monkeypatch) -> Path:
+    """The server's own folder (its store: the root fixture's migrated one), and a client
+    cache of our own, where the record of runs left open lives."""
+    d = tmp_path_factory.mktemp("server")
+    shutil.move(workdir / "mlflow.db", d / "mlflow.db")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(d / "client-cache"))
+    Path("params.yaml").write_text(yaml.safe_dump({"validate": {"data_docs": False}}))
+    return d
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_stage_fails_it_fast_and_the_next_stage_closes_its_run(server_dir):
+    from phi1.tracking import pending_runs
+
+    store = f"sqlite:///{server_dir / 'mlflow.db'}"
+    start = dict(artifacts=server_dir / "artifacts", log=server_dir / "server.log")
+    with mlflow_server(store, **start) as server:
+        url, client = server.url, mlflow.MlflowClient(tracking_uri=server.url)
+        proc = subprocess.Popen(_validate_cmd(), env=_env(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            run_id = _wait_for_the_work(proc, client, server)
+            # Take the server away while the stage is held still, so it cannot have finished.
+            proc.send_signal(signal.SIGSTOP)
+            assert client.get_run(run_id).info.status == "RUNNING"
+            server.kill()
+            killed = time.monotonic()
+            proc.send_signal(signal.SIGCONT)
+            out, err = proc.communicate(timeout=120)
+            took = time.monotonic() - killed
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+    print(f"stage failed {took:.1f} s after the server was killed: {err.strip().splitlines()[-1]}")
+    assert proc.returncode == 2, err[-3000:]
+    assert took < 30
+    line = _one_error_line(err, url)
+    assert run_id in line and "validate" in line
+    # The work was done and stays: the report folder, whole.
+    assert json.loads(Path("reports/validation/summary.json").read_text())["raw"]["success"] is True
+    assert [e["run_id"] for e in pending_runs(url)] == [run_id]
+
+    # The next stage, with the server still gone, fails at once without losing the record.
+    t0 = time.monotonic()
+    again = subprocess.run(_validate_cmd(), env=_env(url), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and time.monotonic() - t0 < 30
+    assert "unreachable" in _one_error_line(again.stderr, url)
+    assert [e["run_id"] for e in pending_runs(url)] == [run_id]
+
+    # The server comes back at the same URI: the next stage ends the dangling run as FAILED.
+    with mlflow_server(store, port=server.port, **start):
+        back = subprocess.run(_validate_cmd(), env=_env(url), capture_output=True, text=True, timeout=300)
+        assert back.returncode == 0, back.stderr[-3000:]
+        lost = client.get_run(run_id)
+        assert lost.info.status == "FAILED" and lost.info.end_time is not None
+        assert url in lost.data.tags["phi1.tracking_failure"]
+        runs = client.search_runs([lost.info.experiment_id], order_by=["attributes.start_time DESC"])
+        assert [r.info.status for r in runs] == ["FINISHED", "FAILED"]
+    assert pending_runs(url) == []
+
+
+@pytest.mark.slow
+def test_a_server_that_answers_health_but_503_otherwise_fails_the_stage_within_the_bound(server_dir):
+    with unavailable_server() as url:
+        t0 = time.monotonic()
+        res = subprocess.run(_validate_cmd(), env=_env(url), capture_output=True, text=True, timeout=120)
+        took = time.monotonic() - t0
+    print(f"stage failed after {took:.1f} s: {res.stderr.strip().splitlines()[-1]}")
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert took < 60
+    assert "503" in _one_error_line(res.stderr, url)
+    assert not Path("reports/validation").exists()  # it failed before its work: nothing half-written
+
+
+@pytest.mark.slow
+def test_a_hung_server_fails_the_stage_within_the_timeouts_of_params_yaml(server_dir):
+    """A server that stops answering mid-stage (SIGSTOP: connections are accepted, nothing
+    comes back) costs (retries + 1) x timeout + backoff + one short try to close the run;
+    with MLflow's defaults it would be 8 x 120 s."""
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    Path("params.yaml").write_text(yaml.safe_dump({**params, "tracking": {"http_timeout": 2, "http_retries": 1}}))
+    with mlflow_server(f"sqlite:///{server_dir / 'mlflow.db'}", artifacts=server_dir / "artifacts",
+                       log=server_dir / "server.log") as server:
+        client = mlflow.MlflowClient(tracking_uri=server.url)
+        proc = subprocess.Popen(_validate_cmd(), env=_env(server.url), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for_the_work(proc, client, server)
+            os.killpg(server.process.pid, signal.SIGSTOP)
+            summary = Path("reports/validation/summary.json")
+            deadline = time.monotonic() + 120
+            while not summary.is_file() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            worked = time.monotonic()
+            out, err = proc.communicate(timeout=120)
+            took = time.monotonic() - worked
+        finally:
+            os.killpg(server.process.pid, signal.SIGCONT)  # so that it can be stopped
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+    print(f"stage failed {took:.1f} s after its work: {err.strip().splitlines()[-1]}")
+    assert proc.returncode == 2, err[-3000:]
+    assert took < 2 * 2 + 1 + 2 + 10  # 2 tries of 2 s, backoff with jitter, the short try, slack (exit)
+    assert "no answer within 2 s" in _one_error_line(err, server.url)
+    assert summary.is_file()

@@ -80,3 +80,47 @@ def test_new_experiment_keeps_artifacts_under_the_given_root(workdir, tmp_path_f
     root = tmp_path_factory.mktemp("elsewhere") / "mlruns"
     exp_id = setup("phi1-artifacts-elsewhere", artifact_root=root)
     assert mlflow.get_experiment(exp_id).artifact_location == root.resolve().as_uri()
+
+
+def test_tracking_params_set_mlflow_http_limits(workdir, monkeypatch):
+    from phi1 import tracking
+    from phi1.config import ConfigError
+
+    monkeypatch.setattr(tracking, "_settings", tracking._settings)  # restored after the test
+    for k in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.setenv(k, "99")  # params.yaml wins over the environment
+    (workdir / "params.yaml").write_text(yaml.safe_dump({"tracking": {"http_timeout": 4, "http_retries": 1}}))
+    tracking.configure(workdir / "params.yaml")
+    setup()
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+        MLFLOW_HTTP_REQUEST_TIMEOUT,
+    )
+
+    got = [v.get() for v in (MLFLOW_HTTP_REQUEST_TIMEOUT, MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+                             MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR)]
+    assert got == [4, 1, 1]
+    (workdir / "params.yaml").write_text(yaml.safe_dump({"tracking": {"http_retries": 11}}))
+    with pytest.raises(ConfigError, match="tracking.http_retries"):
+        tracking.configure(workdir / "params.yaml")
+
+
+def test_a_stage_error_is_not_taken_for_a_lost_server(workdir):
+    """The stage's own error, and an error MLflow gives for the request itself (not for
+    the server), pass through unchanged; the run is FAILED and nothing is left open."""
+    from mlflow.exceptions import MlflowException
+
+    from phi1.tracking import pending_runs
+
+    with pytest.raises(ValueError, match="bad data"):
+        with stage_run("filter") as run:
+            raise ValueError("bad data")
+    assert mlflow.get_run(run.info.run_id).info.status == "FAILED"
+    with pytest.raises(MlflowException) as exc:
+        with stage_run("filter") as run2:
+            mlflow.log_param("p", 1)
+            mlflow.log_param("p", 2)  # a param logged twice with another value: refused by the store
+    assert not isinstance(exc.value, TrackingError)
+    assert mlflow.get_run(run2.info.run_id).info.status == "FAILED"
+    assert mlflow.active_run() is None and pending_runs() == []

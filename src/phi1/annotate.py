@@ -73,7 +73,7 @@ import pyarrow.parquet as pq
 
 from phi1.config import AnnotateConfig
 from phi1.errors import Phi1Error
-from phi1.io import atomic_dir, shard_files, write_json, write_shards
+from phi1.io import check_output, outputs, shard_files, write_shards
 
 HEURISTIC_MODEL = "heuristic-v1"
 
@@ -534,11 +534,13 @@ def run(cfg: AnnotateConfig, raw: Path, out: Path, metrics_path: Path) -> dict[s
     `metrics_path`; return the metrics."""
     import mlflow
 
-    from phi1.tracking import numeric_metrics, stage_run
+    from phi1.tracking import numeric_metrics, stage_run, tracked_metrics
 
     raw, out, metrics_path = Path(raw), Path(out), Path(metrics_path)
     t0 = time.perf_counter()
     n_raw, rows = _load_sample(raw, cfg)  # bad input fails before an MLflow run opens
+    check_output(out, [raw])  # and a bad output path before any LLM call
+    check_output(metrics_path, [raw], "file")
     with stage_run("annotate", cfg, inputs=[raw]):
         if cfg.backend == "heuristic":
             model, llm_stats = HEURISTIC_MODEL, {}
@@ -556,9 +558,9 @@ def run(cfg: AnnotateConfig, raw: Path, out: Path, metrics_path: Path) -> dict[s
         metrics.update(llm_stats)
         metrics["seconds"] = round(time.perf_counter() - t0, 2)
 
-        with atomic_dir(out) as tmp:
-            write_shards(tmp, table, shard_size=10_000, schema=SCHEMA)
-        write_json(metrics_path, metrics)
+        with outputs([raw]) as staged:
+            write_shards(staged.dir(out), table, shard_size=10_000, schema=SCHEMA)
+            staged.json(metrics_path, tracked_metrics("annotate", metrics))  # without timings: those go to MLflow
 
         mlflow.log_metrics(numeric_metrics(metrics))
         mlflow.set_tag("annotate.model", model)

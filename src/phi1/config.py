@@ -183,6 +183,8 @@ class IngestConfig:
             raise ConfigError("ingest.minhash_num_perm must be >= 2")
         if self.tasks < 1 or self.workers < 1:
             raise ConfigError("ingest.tasks and ingest.workers must be >= 1")
+        if self.min_chars is not None and self.min_chars < 0:
+            raise ConfigError(f"ingest.min_chars must be >= 0 or null, got {self.min_chars}")
         if self.executor == "slurm" and not self.slurm.partition:
             raise ConfigError("ingest.slurm.partition: required with ingest.executor slurm")
 
@@ -247,8 +249,8 @@ class FilterConfig:
     """Tokens of each file fed to the embedding model."""
     batch_size: int = 32
     """Files embedded per batch."""
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """Embedding compute precision; auto: bfloat16 where the CPU (AMX, AVX512-BF16) or GPU does it natively, else float32."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "float32"
+    """Embedding compute precision. float32 gives the same data on every CPU; auto (opt-in, faster, machine-dependent data): bfloat16 where the CPU (AMX, AVX512-BF16) or GPU does it natively, else float32."""
     n_estimators: int = 200
     """Trees in the random forest."""
     max_depth: Optional[int] = None
@@ -310,6 +312,8 @@ class SynthesizeConfig:
     """Memory limit of that sandboxed run, in MiB."""
     check_workers: int = 2
     """Sandboxed runs at once."""
+    unsafe_guard: bool = False
+    """UNSAFE: where namespaces are unavailable, run the example checks under the sandbox's in-process guard only (no network, filesystem or process isolation) instead of failing."""
     embedding: str = "minilm"
     """Embedding for topic assignment (extractive) and the mean-pairwise-similarity metric: minilm or hf:<dir>."""
     max_tokens: int = 128
@@ -478,6 +482,13 @@ class TokenizeConfig:
 # --------------------------------------------------------------------------- pretrain / finetune
 
 
+POSITIVE_MODEL_KEYS = frozenset({
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "max_position_embeddings",
+})
+"""PhiConfig sizes that `pretrain.model_overrides` must give as positive integers."""
+
+
 def _check_training(cfg: Any, stage: str) -> None:
     """Contradictions shared by pretrain and finetune."""
     if not cfg.launch.strip():
@@ -488,8 +499,12 @@ def _check_training(cfg: Any, stage: str) -> None:
         raise ConfigError(f"{stage}.global_batch_size must be a positive multiple of {stage}.micro_batch_size")
     if not 0 <= cfg.warmup_steps <= cfg.max_steps:
         raise ConfigError(f"{stage}.warmup_steps must be in [0, max_steps]")
+    if not cfg.lr > 0:
+        raise ConfigError(f"{stage}.lr must be > 0, got {cfg.lr}")
     if not 0 <= cfg.min_lr <= cfg.lr:
         raise ConfigError(f"{stage}.min_lr must be in [0, lr]")
+    if not cfg.grad_clip >= 0:
+        raise ConfigError(f"{stage}.grad_clip must be >= 0 (0 disables clipping), got {cfg.grad_clip}")
     if not 0 <= cfg.dropout < 1:
         raise ConfigError(f"{stage}.dropout must be in [0, 1)")
     for key in ("eval_every", "checkpoint_every", "log_every", "keep_last"):
@@ -564,6 +579,13 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         _check_training(self, "pretrain")
+        for key, value in self.model_overrides.items():
+            if key in POSITIVE_MODEL_KEYS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"pretrain.model_overrides.{key} must be a positive integer, got {value!r}")
+            if key.endswith(("_pdrop", "_dropout")) and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1
+            ):
+                raise ConfigError(f"pretrain.model_overrides.{key} must be in [0, 1), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -670,6 +692,8 @@ class EvaluateConfig:
     """Also score each checkpoint's mean per-token loss (nats) of the reference solutions given their prompts, on every task (not only `limit`)."""
     solution_loss_limit: Optional[int] = None
     """Score the solution loss on the first this many tasks of each benchmark only; null scores all."""
+    unsafe_guard: bool = False
+    """UNSAFE: where namespaces are unavailable, run the completions under the sandbox's in-process guard only (no network, filesystem or process isolation) instead of failing."""
 
     def __post_init__(self) -> None:
         if self.solution_loss_limit is not None and self.solution_loss_limit < 1:
@@ -716,6 +740,8 @@ class ProbeConfig:
     """Wall-clock seconds a probe program may run before it counts as a timeout."""
     memory_bytes: int = 2147483648
     """Address-space limit of each probe program process, in bytes (Tk and SDL map more than plain Python)."""
+    unsafe_guard: bool = False
+    """UNSAFE: where namespaces are unavailable, run the probe programs under the sandbox's in-process guard only (no network, filesystem or process isolation) instead of failing."""
 
     def __post_init__(self) -> None:
         if not self.checkpoints or not self.libraries:
@@ -736,7 +762,7 @@ class ProbeConfig:
 
 @dataclass(frozen=True)
 class RegisterConfig:
-    """`phi1 register`: register the checkpoints in the MLflow model registry with their lineage; promote through gates."""
+    """`phi1 register`: register the checkpoints in the MLflow model registry with their lineage as `challenger`; `phi1 promote` gates one into `champion`."""
 
     model_name: str = "phi1"
     """Registered model that `checkpoint` becomes a version of (the one promoted to `champion`)."""
@@ -746,12 +772,16 @@ class RegisterConfig:
     """Registered model that `base_checkpoint` becomes a version of; null registers no base model."""
     base_checkpoint: Optional[str] = "checkpoints/base"
     """Hugging Face model folder registered as `base_model_name`; null registers no base model."""
-    promote: Literal["off", "try", "require"] = "try"
-    """After registering: off leaves the new version `challenger`; try promotes it when the gates pass; require also fails the stage when they do not."""
-    gate_metrics: tuple[str, ...] = ("eval.humaneval.pass_at_1", "eval.mbpp.pass_at_1", "probe.pass_rate")
-    """Metric tags of a model version (`eval.<benchmark>.pass_at_<k>`, `probe.<key>`) gated against the champion: not below the champion's value minus `tolerance`."""
+    promote: Literal["off", "try", "require"] = "off"
+    """After registering: off only records the gates (promotion is `phi1 promote`, run on purpose); try promotes a main-line version when the gates pass; require also fails the stage when they do not. Experiment runs are never promoted by the stage."""
+    gate_metrics: dict[str, str] = dataclasses.field(default_factory=lambda: {
+        "eval.humaneval.pass_at_1": "higher", "eval.mbpp.pass_at_1": "higher",
+        "eval.humaneval.solution_loss": "lower", "eval.mbpp.solution_loss": "lower", "probe.pass_rate": "higher"})
+    """Metric tags of a model version (`eval.<benchmark>.pass_at_<k>`, `eval.<benchmark>.solution_loss`, `probe.<key>`) gated against the champion, each mapped to the direction that is better: higher or lower."""
     tolerance: float = 0.01
-    """How far below the champion a gated metric may be (absolute, e.g. 0.01 = one point of pass@1)."""
+    """How much worse than the champion a gated metric may be, in its own units (absolute: 0.01 = one point of pass@1, or 0.01 nats of solution loss)."""
+    require_improvement: bool = True
+    """Gate: at least one gated metric strictly better than the champion's (a tie, e.g. pass@1 0 against 0, is not); passes when there is no champion."""
     require_validation: bool = True
     """Gate: every dataset in the validation summary passed its Great Expectations suite."""
     contamination_tau: Optional[float] = 0.9
@@ -770,13 +800,42 @@ class RegisterConfig:
             raise ConfigError("register.tolerance must be >= 0")
         if self.contamination_tau is not None and not 0 < self.contamination_tau <= 1:
             raise ConfigError("register.contamination_tau must be in (0, 1] or null")
-        for key in self.gate_metrics:
+        for key, direction in self.gate_metrics.items():
+            if not isinstance(key, str) or not key:
+                raise ConfigError(f"register.gate_metrics: {key!r} is not a metric tag name")
             if "@" in key:
                 # Model version tags are stored with `_at_` (MLflow tag keys reject `@`), so
                 # a `pass@1` gate would never find its metric and be silently skipped.
                 raise ConfigError(
                     f"register.gate_metrics: {key!r} names a tag with '@'; write {key.replace('@', '_at_')!r}"
                 )
+            if direction not in ("higher", "lower"):
+                raise ConfigError(f"register.gate_metrics.{key}: {direction!r} is not one of 'higher', 'lower'")
+        if self.require_improvement and not self.gate_metrics:
+            raise ConfigError("register: require_improvement needs at least one gate_metrics entry")
+
+
+# --------------------------------------------------------------------------- tracking (no stage: every stage's MLflow run)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """How long a stage waits for an MLflow tracking server (phi1.tracking) before it gives up."""
+
+    http_timeout: int = 10
+    """Seconds to wait for one HTTP response from the tracking server (MLflow's MLFLOW_HTTP_REQUEST_TIMEOUT)."""
+    http_retries: int = 3
+    """Retries of a failed request: refused connection, timeout, 408/429/5xx (MLFLOW_HTTP_REQUEST_MAX_RETRIES)."""
+    http_backoff: int = 1
+    """Backoff factor in seconds: retry n waits backoff * 2**(n-1), the first one at once (MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR)."""
+
+    def __post_init__(self) -> None:
+        if self.http_timeout < 1:
+            raise ConfigError("tracking.http_timeout must be >= 1")
+        if not 0 <= self.http_retries <= 10:  # MLflow refuses more than 10
+            raise ConfigError("tracking.http_retries must be in 0..10")
+        if self.http_backoff < 0:
+            raise ConfigError("tracking.http_backoff must be >= 0")
 
 
 # --------------------------------------------------------------------------- registry
@@ -796,6 +855,10 @@ STAGES: dict[str, type] = {
     "register": RegisterConfig,
 }
 """params.yaml section name -> its dataclass. A test keeps params.yaml in step with it."""
+
+SHARED: dict[str, type] = {"tracking": TrackingConfig}
+"""params.yaml sections read by the floor below the stages, not by one stage. No dvc.yaml
+stage lists them under `params:`: they change how a stage waits, never what it writes."""
 
 
 # --------------------------------------------------------------------------- loading
@@ -900,6 +963,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {tp}")
     if origin is Literal:
+        if isinstance(value, bool) and value not in args:
+            # YAML 1.1 reads an unquoted off/no (on/yes) as a boolean: `-S register.promote=off`
+            words = ("on", "yes", "true") if value else ("off", "no", "false")
+            value = next((w for w in words if w in args), value)
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
@@ -1026,7 +1093,9 @@ __all__ = [
     "PretrainConfig",
     "FinetuneConfig",
     "EvaluateConfig",
+    "TrackingConfig",
     "STAGES",
+    "SHARED",
     "load_stage_config",
     "from_dict",
     "to_dict",

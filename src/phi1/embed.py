@@ -16,10 +16,12 @@ Both return L2-normalised float32 rows, so a dot product is a cosine similarity.
 are cut to `max_tokens * CHARS_PER_TOKEN` characters before tokenising, so a huge file
 costs no more than a small one, then to `max_tokens` tokens by the tokenizer.
 
-dtype `auto` computes in bfloat16 (autocast) where the hardware does it natively (CPUs
-with AMX or AVX512-BF16, CUDA GPUs with bf16), else float32: on a 2-core AMX CPU that
-halves the CPU time of MiniLM, and vectors agree with float32 to cosine > 0.9999.
-`describe()` records the dtype actually used, so a consumer can reproduce it.
+The default dtype is float32 on every machine, so the same commit embeds the same
+vectors (and the filter keeps the same files) on any x86-64 CPU. `auto`, an explicit
+opt-in, computes in bfloat16 (autocast) where the hardware does it natively (CPUs with
+AMX or AVX512-BF16, CUDA GPUs with bf16), else float32: on a 2-core AMX CPU that halves
+the CPU time of MiniLM, but its vectors differ by machine (cosine > 0.9999 to float32),
+and so may a few kept files. `describe()` records the dtype actually used.
 """
 
 from __future__ import annotations
@@ -204,7 +206,7 @@ def resolve_dtype(dtype: str, device: str) -> str:
 
 
 def load_embedder(
-    spec: str, max_tokens: int = 256, batch_size: int = 32, device: str | None = None, dtype: str = "auto"
+    spec: str, max_tokens: int = 256, batch_size: int = 32, device: str | None = None, dtype: str = "float32"
 ) -> Embedder:
     """Build the embedder a spec names; an unknown spec or a missing directory is a Phi1Error."""
     # Everything is local: never let a typo turn into a hub download attempt.

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from phi1.config import FilterConfig
 from phi1.embed import Embedder, load_embedder
 from phi1.errors import Phi1Error
-from phi1.io import atomic_dir, atomic_file, shard_files, write_json, write_shards
+from phi1.io import atomic_file, check_output, outputs, shard_files, write_shards
 
 MIN_ANNOTATIONS = 10
 """Fewer rated files than this cannot train and evaluate a classifier meaningfully."""
@@ -202,7 +202,8 @@ def keep_mask(scores: np.ndarray, cfg: FilterConfig) -> tuple[np.ndarray, float]
 
 
 def write_filtered(raw: Path, out: Path, scores: np.ndarray, mask: np.ndarray) -> int:
-    """Every raw column of the kept rows plus quality_score, streamed shard by shard."""
+    """Every raw column of the kept rows plus quality_score, streamed shard by shard into
+    the (staged, empty) folder `out`."""
     files = _shards(raw, "raw")
     schema = pq.read_schema(files[0]).append(pa.field("quality_score", pa.float64()))
     schema = schema.remove_metadata()
@@ -220,16 +221,15 @@ def write_filtered(raw: Path, out: Path, scores: np.ndarray, mask: np.ndarray) -
             table = table.append_column("quality_score", pa.array(s, pa.float64())).filter(pa.array(m))
             yield from table.to_pylist()
 
-    with atomic_dir(out) as tmp:
-        return write_shards(tmp, rows(), shard_size=SHARD_SIZE, schema=schema)
+    return write_shards(out, rows(), shard_size=SHARD_SIZE, schema=schema)
 
 
 def save_model(model_dir: Path, clf, spec: dict[str, Any]) -> None:
+    """The classifier and its feature spec, into the (staged, empty) folder `model_dir`."""
     import skops.io as sio
 
-    with atomic_dir(model_dir) as tmp:
-        sio.dump(clf, tmp / CLASSIFIER_FILE)
-        (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    sio.dump(clf, model_dir / CLASSIFIER_FILE)
+    (model_dir / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
 
 
 def histogram(scores: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -288,7 +288,7 @@ def run(
     import sklearn
     import skops
 
-    from phi1.tracking import stage_run
+    from phi1.tracking import stage_run, tracked_metrics
 
     t0 = time.perf_counter()
     raw, annotations, out = Path(raw), Path(annotations), Path(out)
@@ -304,9 +304,12 @@ def run(
             f"{len(missing)} of {len(ann.ids)} annotation ids are not in {raw} (e.g. {missing[0]}); "
             "rerun annotate on this data/raw"
         )
+    inputs = [raw, annotations]
+    for path, kind in ((out, "dir"), (model_dir, "dir"), (metrics_path, "file"), (plots_dir / "scores_hist.png", "file")):
+        check_output(path, inputs, kind)
     embedder = load_embedder(cfg.embedding, cfg.max_tokens, cfg.batch_size, dtype=cfg.dtype)
 
-    with stage_run("filter", cfg, inputs=[raw, annotations]):
+    with stage_run("filter", cfg, inputs=inputs), outputs(inputs) as staged:
         t_embed = time.perf_counter()
         X = embed_dataset(raw, embedder, progress=progress)
         embed_s = time.perf_counter() - t_embed
@@ -319,7 +322,7 @@ def run(
         mask, cutoff = keep_mask(scores, cfg)
         rule = "threshold" if cfg.threshold is not None else "top_fraction"
 
-        n_kept = write_filtered(raw, out, scores, mask)
+        n_kept = write_filtered(raw, staged.dir(out), scores, mask)
         keep = {"rule": rule, rule: getattr(cfg, rule), "score_cutoff": cutoff}
         spec = {
             **embedder.describe(),
@@ -332,7 +335,7 @@ def run(
             "n_fit": len(ann.ids),
             "keep": keep,
         }
-        save_model(model_dir, clf, spec)
+        save_model(staged.dir(model_dir), clf, spec)
         png = write_plots(plots_dir, scores, mask, cutoff, rule)
 
         metrics.update(
@@ -355,7 +358,8 @@ def run(
             seconds=round(time.perf_counter() - t0, 3),
         )
         metrics[rule] = getattr(cfg, rule)
-        write_json(metrics_path, metrics)
+        staged.json(metrics_path, tracked_metrics("filter", metrics))  # without timings: those go to MLflow
+        staged.commit()  # data, model and metrics land together, before MLflow reads them
 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _is_number(v)})
         mlflow.log_artifact(str(model_dir / SPEC_FILE), "quality_model")

@@ -1,16 +1,26 @@
-"""The `register` stage: checkpoints become model versions with their lineage; promote.
+"""The `register` stage: checkpoints become `challenger` model versions with their lineage.
 
     phi1 register --metrics metrics/register.json      # params: `register`
     dvc repro register
+    phi1 promote                                       # on purpose, afterwards: `champion`
 
 Registers `register.checkpoint` (and `base_checkpoint`) with mlflow.transformers as new
 versions of `model_name` (`base_model_name`), each with the alias `challenger` and the
 lineage tags `phi1.registry` gates on: git commit, the DVC hash of every output in
 dvc.lock (every dataset and checkpoint upstream), sha256 of params.yaml, the validation
-status, the contamination summary and sweep, the checkpoint's eval and probe metrics.
-A missing input file (no probe suite yet, say) only leaves its tags out; the gates then
-report it as not available. With `promote: try|require` the new `model_name` version
-then goes through `phi1.registry.promote`. Writes `metrics/register.json`.
+status, the contamination summary and sweep, the checkpoint's eval and probe metrics
+(pass@k, solution loss). A missing input file (no probe suite yet, say) only leaves its
+tags out; the gates then report it as not available. A version registered inside `dvc
+exp run` (`DVC_EXP_NAME`) or `phi1 ablate` (`PHI1_VARIANT`) is tagged
+`phi1.experiment=<name>` (and `phi1.variant`, `phi1.seed`), which `phi1 promote` refuses
+unless the version is named.
+
+The stage never moves `champion` by default (`promote: off`): it gates the new
+`model_name` version against the champion as a dry run and records that decision in
+`metrics/register.json` and the version's `phi1.decision` tag, so `dvc exp show` tells
+whether `phi1 promote` would accept it. `promote: try|require` promotes it inside the
+stage through `phi1.registry.promote`, as a plain `phi1 promote` would (so never an
+experiment's version); `require` also fails the stage when it is refused.
 """
 
 from __future__ import annotations
@@ -119,22 +129,49 @@ def run(
     with stage_run("register", cfg, inputs=[c for _, c in pairs] + files):
         for name, ckpt in pairs:
             tags = lineage_tags(ckpt, params_path, lock_path, eval_path, probe_path, validation_path,
-                                contamination_path)
+                                contamination_path) | experiment_tags()
             mv = registry.register_version(ckpt, name, tags)
             out[name] = {"version": int(mv.version), "checkpoint": str(ckpt), "registered": 1}
-    decision = None
-    if cfg.promote != "off":
-        decision = registry.promote(cfg, cfg.model_name, out[cfg.model_name]["version"])
-        out[cfg.model_name]["promoted"] = int(decision.accepted)
-        out[cfg.model_name]["gates_failed"] = len(decision.failing)
-        from rich.console import Console
+            if registry.EXPERIMENT_TAG in tags:
+                out[name]["experiment"] = tags[registry.EXPERIMENT_TAG]
+    # Gated as a plain `phi1 promote` would be (never `named`): an experiment's is refused.
+    check_only = cfg.promote == "off"
+    decision = registry.promote(cfg, cfg.model_name, out[cfg.model_name]["version"], dry_run=check_only)
+    if check_only:
+        registry.record(decision)
+    out[cfg.model_name].update(decision_metrics(decision))
+    from rich.console import Console
 
-        Console(stderr=True).print(registry.gate_table(decision))
+    Console(stderr=True).print(registry.gate_table(decision))
     write_json(metrics_path, out)
-    if decision is not None and not decision.accepted and cfg.promote == "require":
+    if not decision.accepted and cfg.promote == "require":
         raise Phi1Error(f"register: {cfg.model_name} v{decision.version} refused by gates: "
-                        f"{', '.join(decision.failing)}")
+                        f"{'; '.join(registry.refusals(decision))}")
     return out
 
 
-__all__ = ["run", "lineage_tags"]
+def experiment_tags() -> dict[str, str]:
+    """`phi1.experiment` (the DVC experiment or ablation variant this process runs in, seed
+    suffix included) and the variant tags of phi1.tracking; {} on the main line."""
+    from phi1.registry import EXPERIMENT_TAG
+    from phi1.tracking import variant_name, variant_tags
+
+    name = variant_name()
+    return {EXPERIMENT_TAG: name, **variant_tags()} if name else {}
+
+
+def decision_metrics(decision) -> dict[str, Any]:
+    """The `metrics/register.json` entry of a decision: whether `champion` moved, whether
+    the gates pass, and each gate keyed by name (so `dvc metrics show` flattens it)."""
+    return {
+        "promoted": int(decision.accepted and not decision.dry_run),
+        "promotable": int(decision.accepted),
+        "gates_failed": len(decision.failing),
+        "champion": None if decision.previous_champion is None else int(decision.previous_champion),
+        "gates": {g.name: {"metric": g.metric, "direction": g.direction, "candidate": g.candidate,
+                           "champion": g.champion, "rule": g.rule, "verdict": g.verdict, "note": g.note}
+                  for g in decision.gates},
+    }
+
+
+__all__ = ["run", "lineage_tags", "experiment_tags", "decision_metrics"]

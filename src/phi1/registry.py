@@ -1,28 +1,53 @@
 """The MLflow model-registry seam: versions, aliases, gates, promotion, rollback.
 
     version = register_version("checkpoints/phi1", "phi1", tags)   # inside an MLflow run
-    decision = promote(cfg, "phi1")            # the `challenger` version, gated
+    decision = promote(cfg, "phi1")            # the `challenger`, gated; an experiment's is refused
+    decision = promote(cfg, "phi1", 7, named=True)   # version 7, named on purpose (--version 7)
     decision = rollback("phi1")                # `champion` back to the previous holder
 
-A model version carries its lineage and gate inputs as tags (written by the `register`
-stage): `eval.<benchmark>.pass_at_<k>`, `probe.<key>`, `validation.status`,
-`contamination.*`, `lineage.dvc.<path>`, `params.sha256`, `git.commit`. Promotion
-compares them with the current champion's tags, so it needs nothing but the registry.
+Only `promote` moves `champion`, and only `phi1 promote` (a person, or CI on main) or the
+`register` stage with `register.promote: try|require` calls it; by default the stage
+registers a `challenger` and records what the gates say, nothing more.
 
-Every decision (the gate table, the previous champion, who and when) is stored as the
-JSON tag `phi1.decision` on the version it concerns; the registered model's tag
-`phi1.champion_history` lists the champions in order, which is what `rollback` walks
-back. Promotion and rollback hold an exclusive file lock around read-champion, gate,
-move-alias, so two promotions started at once are serialised and each is gated against
-the champion the other left. With a sqlite store the lock is `<store>.promote.lock` beside
-it, which covers every process that can open the store. With any other store (an MLflow
-server over HTTP, a database) it is `phi1/promote-<hash of the URI>.lock` in the user's
-cache folder ($XDG_CACHE_HOME or ~/.cache): it serialises the promotions of one machine
-against that store, whatever their working directory, but no file lock reaches other
-machines, and MLflow has no compare-and-set on aliases. Across machines the `champion`
-alias is the source of truth: `rollback` trusts it over the history tag, and a team
-promotes from one place (CI) or accepts that two promotions in the same instant may
-both be gated against the same champion.
+A model version carries its lineage and gate inputs as tags (written by the `register`
+stage): `eval.<benchmark>.pass_at_<k>`, `eval.<benchmark>.solution_loss`, `probe.<key>`,
+`validation.status`, `contamination.*`, `lineage.dvc.<path>`, `params.sha256`,
+`git.commit`, and `phi1.experiment` when it came from a DVC experiment (`DVC_EXP_NAME`)
+or an ablation variant (`PHI1_VARIANT`). Promotion compares them with the current
+champion's tags, so it needs nothing but the registry.
+
+The gates (each a row with the tag it reads, a direction where one applies, the
+candidate's and champion's values, its rule and a verdict: pass, fail or skip):
+- experiment: the version is not an experiment's, or it was named explicitly
+  (`phi1 promote --version N`); a plain `phi1 promote` refuses an experiment's challenger.
+- validation (`require_validation`): every Great Expectations suite passed.
+- contamination (`contamination_tau`): no training item left at or above tau.
+- one per `gate_metrics` entry, `metric: higher|lower`: the candidate is not worse than
+  the champion by more than `tolerance` (candidate >= champion - tolerance when higher
+  is better, <= champion + tolerance when lower is better, as for solution loss).
+- improvement (`require_improvement`): at least one gated metric is strictly better than
+  the champion's, or there is no champion.
+So the rule is: no gated metric worse by more than the tolerance, and at least one
+strictly better, or no champion yet. A tie is not an improvement: pass@1 0 against 0
+with equal (or absent) solution losses is refused, whatever the tolerance.
+A gate whose input is missing fails or is skipped per `on_missing`.
+
+Every decision (the gate table, the previous champion, whether the version was named,
+who and when) is stored as the JSON tag `phi1.decision` on the version it concerns (the
+`register` stage stores its check there too, with `dry_run: true`); the registered
+model's tag `phi1.champion_history` lists the champions in order, which is what
+`rollback` walks back. Promotion and rollback hold an exclusive file lock around
+read-champion, gate, move-alias, so two promotions started at once are serialised and
+each is gated against the champion the other left. With a sqlite store the lock is
+`<store>.promote.lock` beside it, which covers every process that can open the store.
+With any other store (an MLflow server over HTTP, a database) it is
+`phi1/promote-<hash of the URI>.lock` in the user's cache folder ($XDG_CACHE_HOME or
+~/.cache): it serialises the promotions of one machine against that store, whatever
+their working directory, but no file lock reaches other machines, and MLflow has no
+compare-and-set on aliases. Across machines the `champion` alias is the source of
+truth: `rollback` trusts it over the history tag, and a team promotes from one place
+(CI) or accepts that two promotions in the same instant may both be gated against the
+same champion.
 """
 
 from __future__ import annotations
@@ -46,18 +71,22 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "phi1.champion_history"
 DECISION_TAG = "phi1.decision"
+EXPERIMENT_TAG = "phi1.experiment"
+_EPS = 1e-12  # float noise: a difference below it is a tie
 
 
 @dataclass(frozen=True)
 class Gate:
-    """One row of the gate table."""
+    """One row of the gate table: what was checked, how, and the verdict."""
 
     name: str
-    status: str  # pass | fail | skip
-    candidate: Optional[str] = None
-    champion: Optional[str] = None
+    verdict: str  # pass | fail | skip
+    candidate: Any = None
+    champion: Any = None
     rule: str = ""
     note: str = ""
+    metric: Optional[str] = None  # the version tag the gate reads
+    direction: Optional[str] = None  # higher | lower: which way is better
 
 
 @dataclass
@@ -73,10 +102,11 @@ class Decision:
     gates: list[Gate] = field(default_factory=list)
     at: str = ""
     by: str = ""
+    named: bool = False  # the version was named explicitly, not taken from `challenger`
 
     @property
     def failing(self) -> list[str]:
-        return [g.name for g in self.gates if g.status == "fail"]
+        return [g.name for g in self.gates if g.verdict == "fail"]
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -158,16 +188,30 @@ def contamination_left(tags: dict[str, str], tau: float) -> Optional[int]:
     return at_gate - at_pruned
 
 
-def evaluate_gates(cfg: RegisterConfig, candidate: dict[str, str], champion: Optional[dict[str, str]]) -> list[Gate]:
-    """The gate table of a candidate version's tags against the champion's (None: no champion)."""
+def evaluate_gates(cfg: RegisterConfig, candidate: dict[str, str], champion: Optional[dict[str, str]],
+                   named: bool = False) -> list[Gate]:
+    """The gate table of a candidate version's tags against the champion's (None: no
+    champion); `named`: the version was named explicitly, which lets an experiment's pass."""
     gates: list[Gate] = []
 
-    def missing(name: str, key: str, rule: str) -> Gate:
+    def missing(name: str, key: str, rule: str, direction: Optional[str] = None) -> Gate:
         has = champion is not None and key in champion
         fail = cfg.on_missing == "fail" or (cfg.on_missing == "auto" and has)
         why = "the champion has it" if has else "nor has the champion"
-        return Gate(name, "fail" if fail else "skip", None, champion.get(key) if champion else None, rule,
-                    f"not available: no {key} ({why}; on_missing={cfg.on_missing})")
+        theirs = None if champion is None else _float(champion, key) if name == key else champion.get(key)
+        return Gate(name, "fail" if fail else "skip", None, theirs, rule,
+                    f"not available: no {key} ({why}; on_missing={cfg.on_missing})", key, direction)
+
+    rule = "not an experiment's version, unless named (--version)"
+    experiment = candidate.get(EXPERIMENT_TAG)
+    if experiment is None:
+        gates.append(Gate("experiment", "pass", None, None, rule, "main line", EXPERIMENT_TAG))
+    elif named:
+        gates.append(Gate("experiment", "pass", experiment, None, rule, "experiment, named explicitly", EXPERIMENT_TAG))
+    else:
+        gates.append(Gate("experiment", "fail", experiment, None, rule,
+                          f"registered by experiment {experiment!r}; promote it only by naming its version",
+                          EXPERIMENT_TAG))
 
     if cfg.require_validation:
         rule = "all suites passed"
@@ -175,36 +219,88 @@ def evaluate_gates(cfg: RegisterConfig, candidate: dict[str, str], champion: Opt
         if status is None:
             gates.append(missing("validation", "validation.status", rule))
         else:
+            failed = candidate.get("validation.failed", "")
             gates.append(Gate("validation", "pass" if status == "passed" else "fail", status,
                               champion.get("validation.status") if champion else None, rule,
-                              candidate.get("validation.failed", "")))
+                              f"failed suites: {failed}" if failed else "", "validation.status"))
     if cfg.contamination_tau is not None:
         tau = cfg.contamination_tau
         rule = f"0 items left at tau >= {tau}"
         left = contamination_left(candidate, tau)
         if left is None:
-            g = missing("contamination", "contamination.sweep", rule)
+            g = missing("contamination", "contamination.sweep", rule, "lower")
             if "contamination.sweep" in candidate:
-                g = Gate(g.name, g.status, None, None, rule, f"not available (the report's sweep has no tau {tau})")
+                g = Gate(g.name, g.verdict, None, None, rule, f"not available (the report's sweep has no tau {tau})",
+                         g.metric, g.direction)
             gates.append(g)
         else:
             champ_left = contamination_left(champion, tau) if champion else None
-            gates.append(Gate("contamination", "pass" if left == 0 else "fail", str(left),
-                              None if champ_left is None else str(champ_left), rule))
-    for key in cfg.gate_metrics:
-        rule = f">= champion - {cfg.tolerance:g}"
+            gates.append(Gate("contamination", "pass" if left == 0 else "fail", left, champ_left, rule,
+                              "" if left == 0 else f"{left} items left", "contamination.sweep", "lower"))
+
+    tol = cfg.tolerance
+    gains: dict[str, float] = {}  # metric -> how much better than the champion (negative: worse)
+    for key, direction in cfg.gate_metrics.items():
+        higher = direction == "higher"
+        rule = f">= champion - {tol:g}" if higher else f"<= champion + {tol:g}"
         value = _float(candidate, key)
         if value is None:
-            gates.append(missing(key, key, rule))
+            gates.append(missing(key, key, rule, direction))
             continue
         best = _float(champion, key) if champion else None
-        if champion is None or best is None:
+        if best is None:
             note = "no champion yet" if champion is None else "the champion has no value"
-            gates.append(Gate(key, "pass", f"{value:.4g}", None, rule, note))
+            gates.append(Gate(key, "pass", value, None, rule, note, key, direction))
             continue
-        ok = value >= best - cfg.tolerance - 1e-12
-        gates.append(Gate(key, "pass" if ok else "fail", f"{value:.4g}", f"{best:.4g}", rule))
+        gain = value - best if higher else best - value
+        gains[key] = gain
+        if gain > _EPS:
+            note = f"better by {gain:.4g}"
+        elif gain < -_EPS:
+            note = f"worse by {-gain:.4g}" + (f" > tolerance {tol:g}" if -gain > tol + _EPS else f" (within {tol:g})")
+        else:
+            note = "equal"
+        gates.append(Gate(key, "pass" if -gain <= tol + _EPS else "fail", value, best, rule, note, key, direction))
+
+    if cfg.require_improvement:
+        rule = "a gated metric strictly better than the champion's, or no champion"
+        better = [k for k, g in gains.items() if g > _EPS]
+        if champion is None:
+            gates.append(Gate("improvement", "pass", None, None, rule, "no champion yet"))
+        elif better:
+            gates.append(Gate("improvement", "pass", ", ".join(better), None, rule))
+        elif gains:
+            tie = all(abs(g) <= _EPS for g in gains.values())
+            gates.append(Gate("improvement", "fail", "none", None, rule,
+                              "a tie: every gated metric equals the champion's" if tie
+                              else "no gated metric better than the champion's"))
+        else:
+            gates.append(Gate("improvement", "fail", "none", None, rule,
+                              "no gated metric comparable with the champion's"))
     return gates
+
+
+def refusals(decision: Decision) -> list[str]:
+    """One line per failing gate: why `decision`'s version was (or would be) refused."""
+    lines = []
+    for g in decision.gates:
+        if g.verdict != "fail":
+            continue
+        if g.name == "experiment":
+            lines.append(f"experiment: v{decision.version} was registered by experiment {g.candidate!r}; "
+                         f"only naming it lifts this gate: phi1 promote --version {decision.version}")
+        elif g.direction and g.metric == g.name:
+            lines.append(f"{g.name} ({g.direction} is better): {_fmt(g.candidate)} against the champion's "
+                         f"{_fmt(g.champion)}, rule {g.rule}: {g.note}")
+        else:
+            lines.append(f"{g.name}: {g.note or _fmt(g.candidate)} (rule: {g.rule})")
+    return lines
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
 # --------------------------------------------------------------------------- promote / rollback
@@ -285,9 +381,11 @@ def resolve_version(c, model: str, version: Optional[str]):
 
 
 def promote(cfg: RegisterConfig, model: Optional[str] = None, version: Optional[str | int] = None,
-            dry_run: bool = False) -> Decision:
-    """Gate a version against the champion; when every gate passes (and not a dry run),
-    move `champion` to it and store the decision record. Returns the decision either way."""
+            dry_run: bool = False, named: bool = False) -> Decision:
+    """Gate a version (default: the `challenger`) against the champion; when every gate
+    passes (and not a dry run), move `champion` to it. Stores the decision record on the
+    version unless a dry run, and returns it either way. `named`: a person named this
+    version on purpose, which is the only way an experiment's version passes."""
     model = model or cfg.model_name
     c = client()
     with registry_lock():
@@ -296,18 +394,24 @@ def promote(cfg: RegisterConfig, model: Optional[str] = None, version: Optional[
         at, by = _stamp()
         if champ is not None and champ.version == mv.version:
             return Decision("promote", model, str(mv.version), str(champ.version), True, dry_run,
-                            [Gate("champion", "pass", note="already the champion")], at, by)
-        gates = evaluate_gates(cfg, dict(mv.tags), dict(champ.tags) if champ else None)
+                            [Gate("champion", "pass", note="already the champion")], at, by, named)
+        gates = evaluate_gates(cfg, dict(mv.tags), dict(champ.tags) if champ else None, named)
         decision = Decision("promote", model, str(mv.version), None if champ is None else str(champ.version),
-                            all(g.status != "fail" for g in gates), dry_run, gates, at, by)
+                            all(g.verdict != "fail" for g in gates), dry_run, gates, at, by, named)
         if dry_run:
             return decision
         if decision.accepted:
             history = _history(c, model)
             c.set_registered_model_alias(model, CHAMPION, mv.version)
             c.set_registered_model_tag(model, HISTORY_TAG, json.dumps(history + [str(mv.version)]))
-        c.set_model_version_tag(model, mv.version, DECISION_TAG, json.dumps(decision.as_dict()))
+        record(decision)
         return decision
+
+
+def record(decision: Decision) -> None:
+    """Store `decision` as the JSON tag `phi1.decision` on the version it concerns (the
+    `register` stage records its dry-run check this way)."""
+    client().set_model_version_tag(decision.model, decision.version, DECISION_TAG, json.dumps(decision.as_dict()))
 
 
 def rollback(model: str) -> Decision:
@@ -336,28 +440,29 @@ def rollback(model: str) -> Decision:
                             [Gate("rollback", "pass", target, str(champ.version), "previous champion")], at, by)
         c.set_registered_model_alias(model, CHAMPION, target)
         c.set_registered_model_tag(model, HISTORY_TAG, json.dumps(history))
-        c.set_model_version_tag(model, target, DECISION_TAG, json.dumps(decision.as_dict()))
+        record(decision)
         return decision
 
 
 def gate_table(decision: Decision):
     """The decision as a rich Table."""
+    from rich.markup import escape  # experiment names and notes may hold brackets
     from rich.table import Table
 
     title = f"{decision.action} {decision.model} v{decision.version} (champion: " \
             f"{'v' + decision.previous_champion if decision.previous_champion else 'none'})"
     t = Table(title=title)
-    for col in ("gate", "status", "candidate", "champion", "rule", "note"):
+    for col in ("gate", "better", "verdict", "candidate", "champion", "rule", "note"):
         t.add_column(col)
     colour = {"pass": "green", "fail": "red", "skip": "yellow"}
     for g in decision.gates:
-        t.add_row(g.name, f"[{colour.get(g.status, 'white')}]{g.status}[/]", g.candidate or "-",
-                  g.champion or "-", g.rule, g.note)
+        t.add_row(escape(g.name), g.direction or "-", f"[{colour.get(g.verdict, 'white')}]{g.verdict}[/]",
+                  escape(_fmt(g.candidate)), escape(_fmt(g.champion)), escape(g.rule), escape(g.note))
     return t
 
 
 __all__ = [
     "Gate", "Decision", "client", "register_version", "evaluate_gates", "contamination_left",
-    "promote", "rollback", "gate_table", "registry_lock", "lock_path", "pip_requirements",
-    "CHAMPION", "CHALLENGER",
+    "promote", "record", "refusals", "rollback", "gate_table", "registry_lock", "lock_path", "pip_requirements",
+    "CHAMPION", "CHALLENGER", "EXPERIMENT_TAG",
 ]

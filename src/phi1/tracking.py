@@ -11,22 +11,48 @@ else computed here), so a run says which data made it. Runs of a DVC experiment 
 run` sets `DVC_EXP_NAME`) or of a named variant (`PHI1_VARIANT`, which wins) are also
 tagged `phi1.variant`, so `phi1 ablate` and the MLflow UI can group them; a seed repeat's
 experiment `<variant>-seed<N>` is tagged `phi1.variant` = `<variant>` and `phi1.seed` = N.
+
+Failure behaviour. The `tracking:` section of params.yaml (`TrackingConfig`, read by the
+CLI through `configure`) sets MLflow's HTTP timeout, retries and backoff; they win over
+`MLFLOW_HTTP_REQUEST_*` in the environment. With the defaults a request to a server that
+refuses connections or answers 408/429/5xx gives up after about 10 s, and one to a
+server that accepts but never answers after about 50 s (4 tries of 10 s plus the
+backoff), so a stage never waits a minute on a lost server. Once a request failed that
+way, this process calls the server at most once more (to close the run: no retry, 2 s).
+
+A lost or failing tracking server fails the stage, before its work or after it: one
+`TrackingError` naming the URI (the CLI prints one `error:` line and exits 2). After the
+work too, because stages log with MLflow's fluent API inline: the failed call ends the
+stage body where it stands, so nothing here can tell that the rest of the stage ran, and
+a stage that exits 0 must be complete. A failed stage is what DVC understands: it leaves
+dvc.lock as it was and reruns the stage on the next `dvc repro`, so DVC and MLflow agree
+that the stage did not finish. What the stage wrote before the failure stays on disk
+(phi1.io writes folders whole or not at all). The training stages are the exception
+(phi1.train.track): they keep every metric in CSV files, warn, and exit 0.
+
+A run that could not be closed (the server was gone) is written to a small record per
+tracking URI in the user cache (`$XDG_CACHE_HOME/phi1/tracking-<hash>.jsonl`, so DVC's
+temporary experiment workspaces share it); the next `stage_run` that reaches that server
+ends each such run as FAILED, tagged `phi1.tracking_failure` with the reason, at the time
+it failed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import yaml
 
-from phi1.config import flat_dict, to_dict
+from phi1.config import TrackingConfig, flat_dict, from_dict, read_params, to_dict
 from phi1.errors import Phi1Error
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -36,6 +62,78 @@ DEFAULT_EXPERIMENT = "phi1"
 
 class TrackingError(Phi1Error, RuntimeError):
     """The tracking server or store cannot be used."""
+
+
+_settings = TrackingConfig()
+_lost: str | None = None
+"""Why this process gave up on the tracking server (None while it answers): later calls
+to close runs then get one short try."""
+
+
+def configure(params_path: str | Path) -> TrackingConfig:
+    """Read the `tracking:` section of a params file (its defaults where absent) for the
+    runs this process opens; the CLI calls it with the stage's params file."""
+    global _settings
+    _settings = from_dict(TrackingConfig, read_params(params_path).get("tracking") or {}, "tracking")
+    return _settings
+
+
+def _http_env(retries: int, timeout: int, backoff: int | None = None) -> dict[str, str]:
+    # Read by MLflow at every request (mlflow/utils/rest_utils.py http_request), so they
+    # take effect at once; its request sessions are cached per (retries, backoff, ...).
+    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
+    if backoff is not None:
+        env["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(backoff)
+    return env
+
+
+@contextlib.contextmanager
+def _one_short_try() -> Iterator[None]:
+    """MLflow requests within: no retry, 2 s timeout (closing a run on a server just lost)."""
+    env = _http_env(0, 2)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def store_failure(exc: BaseException) -> BaseException | None:
+    """The failure of the tracking server in `exc` or its causes (refused connection,
+    timeout, retries used up on 408/429/5xx, a TrackingError), or None: an error of the
+    request itself (a bad parameter, a missing run) is not one."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (TrackingError, requests.ConnectionError, requests.Timeout)):
+            return e
+        # mlflow/utils/rest_utils.py http_request: every transport failure is raised so
+        if isinstance(e, MlflowException) and e.message.startswith("API request to"):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    """One short line for a transport error (urllib3's are a paragraph of reprs)."""
+    msg = str(exc)
+    if m := re.search(r"too many (\d{3}) error responses", msg):
+        return f"HTTP {m[1]} after {_settings.http_retries} retries"
+    if m := re.search(r"\[Errno -?\d+\] ([^'\"()\]]+)", msg):
+        return m[1].strip()
+    if re.search(r"timed? ?out", msg, re.IGNORECASE):
+        return f"no answer within {_settings.http_timeout} s"
+    line = msg.splitlines()[0] if msg else type(exc).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def tracking_uri() -> str:
@@ -81,18 +179,22 @@ def _check_reachable(uri: str) -> None:
         return
     import httpx
 
+    wait = min(5.0, _settings.http_timeout)
     try:
-        httpx.get(uri.rstrip("/") + "/health", timeout=5.0)
+        httpx.get(uri.rstrip("/") + "/health", timeout=wait)
     except httpx.HTTPError as exc:
-        raise TrackingError(f"MLflow tracking server unreachable at {uri}: {exc}") from None
+        why = f"no answer within {wait:g} s" if isinstance(exc, httpx.TimeoutException) else _reason(exc)
+        raise TrackingError(f"MLflow tracking server unreachable at {uri}: {why}") from None
 
 
 def setup(experiment: str | None = None, artifact_root: str | Path = DEFAULT_ARTIFACT_ROOT) -> str:
     """Point MLflow at our store and experiment (created with its artifacts under
-    `artifact_root` when new); return the experiment id."""
+    `artifact_root` when new), with the HTTP limits of `configure`; return the experiment id."""
+    global _lost
     import mlflow
 
     uri = tracking_uri()
+    os.environ.update(_http_env(_settings.http_retries, _settings.http_timeout, _settings.http_backoff))
     _check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     name = experiment or experiment_name()
@@ -106,9 +208,137 @@ def setup(experiment: str | None = None, artifact_root: str | Path = DEFAULT_ART
         else:
             exp_id = exp.experiment_id
     except Exception as exc:  # MlflowException, sqlalchemy errors: name the store
-        raise TrackingError(f"cannot use MLflow tracking store {uri}: {exc}") from None
+        raise TrackingError(f"cannot use MLflow tracking store {uri}: {_reason(exc)}") from None
     mlflow.set_experiment(experiment_id=exp_id)
+    _lost = None
     return exp_id
+
+
+# --------------------------------------------------------------------------- runs left open
+
+
+def _pending_path(uri: str) -> Path:
+    """The record of runs left open on `uri`, in the user cache (like the promotion lock in
+    phi1.registry): DVC's temporary experiment workspaces share it."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())  # a relative path: per project
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "phi1" / f"tracking-{hashlib.sha256(uri.rstrip('/').encode()).hexdigest()[:16]}.jsonl"
+
+
+@contextlib.contextmanager
+def _pending(uri: str) -> Iterator[list[dict[str, Any]]]:
+    """The open-run records of `uri`, locked against other stages; rewritten from the list on exit."""
+    path = _pending_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        entries = []
+        for line in fh:
+            with contextlib.suppress(ValueError):
+                entries.append(json.loads(line))
+        try:
+            yield entries
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fh.writelines(json.dumps(e) + "\n" for e in entries)
+
+
+def pending_runs(uri: str | None = None) -> list[dict[str, Any]]:
+    """Runs left open on the tracking store (default: this process's), to be ended as FAILED."""
+    uri = uri or tracking_uri()
+    if not _pending_path(uri).is_file():
+        return []
+    with _pending(uri) as entries:
+        return list(entries)
+
+
+def _remember(run_id: str, stage: str, reason: str) -> None:
+    with _pending(tracking_uri()) as entries:
+        entries.append({"run_id": run_id, "stage": stage, "reason": reason, "end_time": int(time.time() * 1000)})
+
+
+def close_left_open() -> list[str]:
+    """End as FAILED the runs that earlier stages could not close on this store; return
+    their ids. A server that fails again keeps the rest for next time (TrackingError)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri()
+    if not _pending_path(uri).is_file():
+        return []
+    client = MlflowClient(uri)
+    closed: list[str] = []
+    failed: BaseException | None = None
+    with _pending(uri) as entries:
+        for e in list(entries):
+            try:
+                if client.get_run(e["run_id"]).info.status == "RUNNING":
+                    client.set_tag(e["run_id"], "phi1.tracking_failure", e["reason"])
+                    client.set_terminated(e["run_id"], "FAILED", end_time=e["end_time"])
+                    closed.append(e["run_id"])
+            except MlflowException as exc:
+                if store_failure(exc):
+                    failed = exc
+                    break
+                # deleted, or in another store under the same URI: nothing left to close
+            entries.remove(e)
+    if failed is not None:
+        raise TrackingError(f"MLflow tracking server {uri} failed closing earlier runs: {_reason(failed)}")
+    return closed
+
+
+@contextlib.contextmanager
+def _closing(run: Any, stage: str, wrap: bool) -> Iterator[Any]:
+    """End the active run `run` when the block ends: FINISHED, or FAILED on an exception.
+    A store failure (in the block or while closing) leaves the run in the open-run record
+    when it cannot be closed; `wrap` turns it into one TrackingError naming the URI."""
+    global _lost
+    import mlflow
+
+    uri, run_id = tracking_uri(), run.info.run_id
+
+    def end(status: str, reason: str) -> bool:
+        global _lost
+        try:
+            with _one_short_try() if _lost else contextlib.nullcontext():
+                mlflow.end_run(status)  # pops the run first, then tells the store
+                if _lost:  # the server took it after all: say why the run failed
+                    with contextlib.suppress(Exception):
+                        mlflow.MlflowClient().set_tag(run_id, "phi1.tracking_failure", reason)
+            return True
+        except Exception as exc:
+            failure = store_failure(exc)
+            if failure is None:
+                raise
+            _lost = _lost or _reason(failure)
+            _remember(run_id, stage, reason)
+            return False
+
+    try:
+        yield run
+    except BaseException as exc:
+        failure = store_failure(exc)
+        if failure is None:  # the stage's own error: it is what the user sees
+            with contextlib.suppress(Exception):
+                end("FAILED", f"stage {stage} failed ({type(exc).__name__}); its run could not be closed")
+            raise
+        _lost = _lost or _reason(failure)
+        reason = f"tracking server {uri} lost during stage {stage}: {_lost}"
+        closed = end("FAILED", reason)
+        if not wrap:
+            raise
+        raise TrackingError(_lost_message(uri, stage, run_id, closed)) from None
+    else:
+        if not end("FINISHED", f"tracking server {uri} lost closing the run of stage {stage}"):
+            raise TrackingError(_lost_message(uri, stage, run_id, False)) from None
+
+
+def _lost_message(uri: str, stage: str, run_id: str, closed: bool) -> str:
+    then = "marked FAILED" if closed else "to be marked FAILED by the next stage that reaches the server"
+    return f"MLflow tracking server {uri} failed during stage {stage} ({_lost}); its run {run_id} is {then}"
 
 
 def git_commit(cwd: str | Path = ".") -> tuple[str, bool]:
@@ -150,7 +380,9 @@ def content_hash(path: str | Path) -> str:
         files = [p]
         base = p.parent
     else:
-        files = sorted(q for q in p.rglob("*") if q.is_file())
+        from phi1.io import MARKER  # not data: DVC ignores it too (.dvcignore)
+
+        files = sorted(q for q in p.rglob("*") if q.is_file() and q.name != MARKER)
         base = p
     for f in files:
         h.update(str(f.relative_to(base)).encode())
@@ -184,17 +416,21 @@ def stage_run(
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
 ) -> Iterator[Any]:
-    """Open an MLflow run for a stage, logging its config, git commit and input hashes."""
+    """Open an MLflow run for a stage, logging its config, git commit and input hashes
+    (after ending as FAILED the runs earlier stages left open on this store). A tracking
+    failure raises TrackingError; see the module docstring."""
     import mlflow
 
     setup()
+    close_left_open()
     sha, dirty = git_commit()
     all_tags = {"phi1.stage": stage, "git.commit": sha, "git.dirty": str(dirty).lower()}
     for path, h in input_hashes(inputs).items():
         all_tags[f"data.{path}"] = h
     all_tags.update(variant_tags())
     all_tags.update(tags or {})
-    with mlflow.start_run(run_name=run_name or stage, tags=all_tags) as run:
+    run = _start(stage, lambda: mlflow.start_run(run_name=run_name or stage, tags=all_tags))
+    with _closing(run, stage, wrap=True):
         if cfg is not None:
             params = {k: _param_value(v) for k, v in flat_dict(cfg).items()}
             mlflow.log_params(params)
@@ -207,8 +443,22 @@ def nested_run(run_name: str, tags: dict[str, str] | None = None) -> Iterator[An
     """A child run of the active stage run, tagged like it with the variant (and seed)."""
     import mlflow
 
-    with mlflow.start_run(run_name=run_name, nested=True, tags={**variant_tags(), **(tags or {})}) as run:
+    run = _start(run_name, lambda: mlflow.start_run(run_name=run_name, nested=True,
+                                                   tags={**variant_tags(), **(tags or {})}))
+    with _closing(run, run_name, wrap=False):  # the stage run's _closing names the failure
         yield run
+
+
+def _start(what: str, start: Any) -> Any:
+    global _lost
+    try:
+        return start()
+    except Exception as exc:
+        if failure := store_failure(exc):
+            _lost = _lost or _reason(failure)
+            raise TrackingError(f"MLflow tracking server {tracking_uri()} failed opening the run of "
+                                f"{what}: {_reason(failure)}") from None
+        raise
 
 
 def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -227,3 +477,44 @@ def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, floa
 def _param_value(v: Any) -> str:
     s = v if isinstance(v, str) else json.dumps(v)
     return s if len(s) <= 6000 else s[:5997] + "..."
+
+
+RUN_FIGURES = frozenset({
+    "seconds", "stage_seconds", "embed_seconds", "embed_files_per_s", "tokens_per_s", "peak_mem_mb",
+    "cached", "resumed_from",
+})
+"""Metrics keys (at any depth) that differ between two runs of the same commit and params:
+timings, throughput, memory, cache hits, resumes. They go to MLflow and stderr, never into a
+DVC-tracked metrics file, so a rerun changes no tracked file."""
+
+
+def split_run_figures(metrics: dict[str, Any], prefix: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics without the RUN_FIGURES keys, those figures flattened as `a.b.key`)."""
+    kept: dict[str, Any] = {}
+    figures: dict[str, Any] = {}
+    for k, v in metrics.items():
+        if k in RUN_FIGURES:
+            figures[f"{prefix}{k}"] = v
+        elif isinstance(v, dict):
+            kept[k], inner = split_run_figures(v, f"{prefix}{k}.")
+            figures.update(inner)
+        else:
+            kept[k] = v
+    return kept, figures
+
+
+def report_run_figures(figures: dict[str, Any]) -> None:
+    """Log the run-dependent figures to the active MLflow run, as `run.<key>`."""
+    import mlflow
+
+    numbers = numeric_metrics(figures)
+    if numbers and mlflow.active_run() is not None:
+        mlflow.log_metrics({f"run.{k}": v for k, v in numbers.items()})
+
+
+def tracked_metrics(stage: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """What `stage` writes to its DVC metrics file: `metrics` without the run-dependent
+    figures, which go to its MLflow run here instead."""
+    kept, figures = split_run_figures(metrics)
+    report_run_figures(figures)
+    return kept

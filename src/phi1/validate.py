@@ -416,7 +416,7 @@ def run(cfg, datasets: dict[str, Path], expectations_dir: Path, out: Path, filte
     if filter_metrics.is_file():
         inputs.append(filter_metrics)
     with stage_run("validate", cfg, inputs=inputs):
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, inputs) as tmp:
             results = validate(
                 datasets, expectations_dir, filter_metrics,
                 docs_dir=tmp / "data_docs" if cfg.data_docs else None,

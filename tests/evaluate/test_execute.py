@@ -14,6 +14,7 @@ from phi1.cli import app
 from phi1.errors import Phi1Error
 from phi1.evaluate import benchmarks
 from phi1.evaluate.execute import parse_ks, read_samples, score
+from tests.no_namespaces import run_without_namespaces
 
 HE = benchmarks.load("humaneval")
 
@@ -42,7 +43,9 @@ def test_cli_prints_only_one_json_object_and_writes_results(tmp_path):
     assert summary["pass@1"] == pytest.approx(0.5) and summary["pass@2"] == pytest.approx(1.0)
     assert "pass@10" not in summary  # above every task's 2 samples
     assert summary["statuses"] == {"passed": 5, "failed": 5}
+    assert summary["isolation"] == "namespaces"
     results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(r["isolation"] == "namespaces" for r in results)
     assert [r["model"] for r in results] == [r["model"] for r in rows]  # every sample, in order, fields kept
     assert all(r["passed"] == (r["model"] == "ref") for r in results)
     assert all(r["result"] == "passed" for r in results if r["passed"])
@@ -92,7 +95,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
         (base + ["--benchmark", "mbpp", "--split", "validation"], "unknown task id 'Mbpp/11' (not in MBPP split validation)"),
         (base + ["--benchmark", "apps"], "error: unknown benchmark 'apps'"),
         (base + ["--benchmark", "mbpp", "--k", "1,x"], "error: --k: expected positive integers"),
-        (base + ["--benchmark", "mbpp", "--allow-partial", "--workers", "0"], "error: sandbox: workers must be >= 1"),
+        (base + ["--benchmark", "mbpp", "--allow-partial", "--workers", "0"], "error: --workers must be >= 1"),
         (["evaluate", "execute", "--benchmark", "mbpp", "--samples", str(tmp_path / "nope.jsonl"),
           "--out", str(tmp_path / "r.jsonl")], "nope.jsonl"),
     ]
@@ -101,6 +104,31 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
         assert result.exit_code == 2, result.output
         assert message in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_cli_without_namespaces_fails_closed_unless_unsafe_guard(tmp_path):
+    """A machine that allows no namespaces (a real one: its namespace limits are 0): no
+    program runs and nothing is written, unless --unsafe-guard, which the results record."""
+    samples = write_jsonl(tmp_path / "s.jsonl", [
+        {"task_id": t.task_id, "completion": c} for t in HE[:2] for c in (t.canonical_solution, "    return None\n")])
+    out = tmp_path / "r.jsonl"
+    cmd = [sys.executable, "-m", "phi1.cli", "evaluate", "execute", "--benchmark", "humaneval", "--samples",
+           str(samples), "--out", str(out), "--k", "1", "--allow-partial", "--workers", "1"]
+    refused = run_without_namespaces(cmd, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.startswith("error: sandbox: namespace isolation unavailable: [Errno ")
+    assert refused.stderr.count("\n") == 1  # one line
+    assert "to enable it" in refused.stderr and "--unsafe-guard" in refused.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [samples]
+
+    allowed = run_without_namespaces(cmd + ["--unsafe-guard"], capture_output=True, text=True, timeout=120)
+    assert allowed.returncode == 0, allowed.stderr
+    summary = json.loads(allowed.stdout)
+    assert summary["isolation"] == "guard" and summary["statuses"] == {"passed": 2, "failed": 2}
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["passed"] for r in results] == [True, False, True, False]
+    assert all(r["isolation"] == "guard" for r in results)
+    assert "UNSAFE" in allowed.stderr
 
 
 def test_parse_ks():

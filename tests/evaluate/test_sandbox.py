@@ -4,6 +4,7 @@ and its workers are alive, the verdict is right, and no process or temp dir is l
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ import pytest
 from phi1.evaluate import sandbox as sandbox_mod
 from phi1.evaluate.sandbox import ExecutionResult, Sandbox, execute
 from tests.evaluate.conftest import alive, leftovers, temp_dirs
+from tests.no_namespaces import run_without_namespaces
 
 T = 1.5  # seconds: the timeout of attack programs that never end
 
@@ -65,15 +67,14 @@ def test_verdicts_and_errors(box):
 
 
 def test_isolation_is_reported(box):
-    assert box.isolation in ("namespaces", "guard") and box.detail
-    if box.isolation == "namespaces":
-        res = box.run(
-            "import os\n"
-            "assert os.getcwd() == '/tmp'\n"
-            "pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
-            "assert sorted(map(int, pids)) == [1, os.getpid()], pids\n"
-        )
-        assert res.passed, res
+    assert box.isolation == "namespaces" and box.detail  # the default: namespaces or nothing
+    res = box.run(
+        "import os\n"
+        "assert os.getcwd() == '/tmp'\n"
+        "pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+        "assert sorted(map(int, pids)) == [1, os.getpid()], pids\n"
+    )
+    assert res.passed, res
 
 
 def test_each_program_gets_a_fresh_working_directory(box):
@@ -267,6 +268,30 @@ def test_opening_a_socket_to_localhost(box):
         server.close()
 
 
+def test_listing_the_hosts_network_interfaces(box):
+    host = sorted(set(os.listdir("/sys/class/net")) - {"lo"})
+    if not host:
+        pytest.skip("this machine has no network interface but lo")
+    assert box.isolation == "namespaces", box.detail
+    attack = (
+        "import os\n"
+        f"host = {host!r}\n"
+        "seen = set()\n"
+        "for d in ('/sys/class/net', '/sys/devices/virtual/net'):\n"
+        "    try:\n"
+        "        seen.update(os.listdir(d))\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "found = [n for n in host if n in seen or os.path.exists('/sys/class/net/' + n)]\n"
+        "assert found, 'no host interface'\n"
+    )
+    with contained(box):
+        res = box.run(attack)
+        assert res.status == "failed" and "no host interface" in res.error
+        assert box.run("import os\nassert os.listdir('/sys/class/net') == ['lo']").passed
+    assert plain_python(attack).returncode == 0  # the control sees them
+
+
 def test_killing_the_parent(box):
     unprivileged(box)
     targets = [os.getpid(), *box.worker_pids]
@@ -313,6 +338,38 @@ def test_exiting_early_to_fake_a_pass(box, fake):
         assert not res.passed
         if fake != "print passed":  # the others really ended before the tests
             assert "the tests ran" not in res.error
+
+
+# --------------------------------------------------------------------------- fail closed
+
+WITHOUT_NAMESPACES = """
+import json
+from phi1.evaluate.sandbox import NamespacesUnavailable, Sandbox
+out = {}
+try:
+    Sandbox(workers=1)
+except NamespacesUnavailable as exc:
+    out["refused"] = str(exc)
+with Sandbox(workers=1, isolation="auto") as box:
+    out["isolation"] = box.isolation
+    out["statuses"] = [r.status for r in box.map(["assert 2 * 2 == 4", "assert 2 * 2 == 5", "while True: pass"],
+                                                  timeout=1.5)]
+print(json.dumps(out))
+"""
+
+
+def test_without_namespaces_only_an_explicit_request_runs_the_guard():
+    """On a machine that allows no namespaces (a real one: its namespace limits are 0),
+    the default sandbox refuses, saying why and how to allow them; `auto` runs the guard."""
+    proc = run_without_namespaces([sys.executable, "-c", WITHOUT_NAMESPACES], capture_output=True, text=True,
+                                  timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    refused = out["refused"]
+    assert refused.startswith("namespace isolation unavailable: [Errno ")  # the OS error
+    assert "to enable it" in refused and "sysctl -w" in refused and "\n" not in refused
+    assert out["isolation"] == "guard" and out["statuses"] == ["passed", "failed", "timeout"]
+    assert "UNSAFE: no namespace isolation" in proc.stderr  # the guard says so
 
 
 # --------------------------------------------------------------------------- guard mode

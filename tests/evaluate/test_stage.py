@@ -4,6 +4,7 @@ sqlite store."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -13,6 +14,7 @@ from phi1.config import ConfigError, EvaluateConfig, load_stage_config
 from phi1.errors import Phi1Error
 from phi1.evaluate import run
 from tests.evaluate.conftest import build_tiny_model
+from tests.no_namespaces import run_without_namespaces
 
 
 @pytest.mark.slow
@@ -48,8 +50,10 @@ def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_a
             assert len(samples) == len(results) == 2
             assert [r["task_id"] for r in results] == [s["task_id"] for s in samples]
             assert all("passed" in r and "result" in r for r in results)
+            assert all(r["isolation"] == "namespaces" for r in results)
             summary = json.loads((folder / "summary.json").read_text())
             assert summary["benchmark"] == bm and summary["n_samples"] == 2
+            assert summary["isolation"] == "namespaces"
     assert [s["task_id"] for s in map(json.loads, (workdir / "reports/eval/base/mbpp/samples.jsonl").open())] == [
         "Mbpp/511", "Mbpp/512"]
 
@@ -65,6 +69,7 @@ def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_a
         # nested runs carry the variant too, so a search by variant finds them
         assert (child.data.tags["phi1.variant"], child.data.tags["phi1.seed"]) == ("filtered", "3")
         assert child.data.metrics["pass_at_1"] == 0.0
+        assert child.data.params["sandbox.isolation"] == "namespaces"
         assert child.data.metrics["pass_at_1/mean"] == 0.0  # the MLflow evaluation's own metric
         ckpt, bm = child.data.tags["phi1.checkpoint"], child.data.tags["phi1.benchmark"]
         for key in ("solution_loss", "solution_tokens", "solution_loss_task_mean"):
@@ -77,6 +82,48 @@ def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_a
                                           else ["Mbpp/511", "Mbpp/512"])
         assert {"prompt", "outputs", "result", "n_samples", "n_passed", "pass_at_1/score"} <= set(table.columns)
     assert parent[0].data.metrics["base.humaneval.pass_at_1"] == 0.0
+
+
+def _mlflow_runs(workdir) -> list:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("phi1-test")
+    return [] if exp is None else mlflow.search_runs([exp.experiment_id], output_format="list")
+
+
+def test_without_namespaces_the_stage_runs_nothing_and_writes_nothing(workdir):
+    """A machine that allows no namespaces (a real one: its namespace limits are 0)."""
+    build_tiny_model(workdir / "checkpoints" / "base")
+    (workdir / "params.yaml").write_text("evaluate:\n  checkpoints: [checkpoints/base]\n  limit: 1\n")
+    proc = run_without_namespaces([sys.executable, "-m", "phi1.cli", "evaluate", "run"], capture_output=True,
+                                  text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: sandbox: namespace isolation unavailable: [Errno ")
+    assert proc.stderr.count("\n") == 1 and "--unsafe-guard (or set evaluate.unsafe_guard: true)" in proc.stderr
+    assert not (workdir / "reports").exists() and not (workdir / "metrics").exists()
+    assert _mlflow_runs(workdir) == []
+
+
+@pytest.mark.slow
+def test_without_namespaces_unsafe_guard_runs_and_records_the_guard(workdir):
+    build_tiny_model(workdir / "checkpoints" / "base")
+    (workdir / "params.yaml").write_text(
+        "evaluate:\n  checkpoints: [checkpoints/base]\n  benchmarks: [humaneval]\n  limit: 2\n"
+        "  max_new_tokens: 4\n  workers: 1\n  solution_loss: false\n")
+    proc = run_without_namespaces([sys.executable, "-m", "phi1.cli", "evaluate", "run", "--unsafe-guard"],
+                                  capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    folder = workdir / "reports/eval/base/humaneval"
+    assert json.loads((folder / "summary.json").read_text())["isolation"] == "guard"
+    assert [json.loads(line)["isolation"] for line in (folder / "results.jsonl").read_text().splitlines()] == [
+        "guard", "guard"]
+    runs = _mlflow_runs(workdir)
+    parent = [r for r in runs if r.info.run_name == "evaluate"]
+    child = [r for r in runs if "phi1.checkpoint" in r.data.tags]
+    assert len(parent) == len(child) == 1
+    assert parent[0].data.params["unsafe_guard"] == "true" and parent[0].data.tags["phi1.sandbox"] == "guard"
+    assert child[0].data.params["sandbox.isolation"] == "guard"
 
 
 def test_solution_loss_off_leaves_only_pass_at_k(workdir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sysconfig
 from pathlib import Path
 
@@ -79,3 +80,225 @@ def bad_source(tmp_path) -> Path:
 
 def local_cfg(path: Path, **kw) -> IngestConfig:
     return IngestConfig(sources=(SourceConfig(name="bad", kind="local", paths=(str(path),)),), **kw)
+
+
+# --- Hostile input ------------------------------------------------------------------
+# A tree of sources built to break an ingest: links out of the roots, special files,
+# odd file names, malformed exports. `outside/` lies beside the source roots, outside
+# all of them; nothing in it may ever be opened (OpenWatch checks), and its FIFO has no
+# writer, so a blocking open of it would hang the run.
+
+def _stdlib(rel: str) -> bytes:
+    return (STDLIB / rel).read_bytes()
+
+
+# (source, path as stored) -> verdict, for the run over `hostile_tree` (min_chars=50).
+HOSTILE_EXPECTED = {
+    ("code", "good.py"): "kept",
+    ("code", "binary.py"): "binary",
+    ("code", "latin1.py"): "undecodable",
+    ("code", "utf16.py"): "binary",  # UTF-16 holds NUL bytes: no Python source does
+    ("code", "nul.py"): "binary",
+    ("code", "huge.py"): "oversized",
+    ("code", "deep.py"): "unparsable",  # RecursionError in ast.parse, not a crash
+    ("code", "loop.py"): "unreadable",
+    ("code", "loop_a.py"): "unreadable",
+    ("code", "loop_b.py"): "unreadable",
+    ("code", "dangling.py"): "unreadable",
+    ("code", "fifo.py"): "unreadable",
+    ("code", "x.py"): "unreadable",  # a directory
+    ("code", "outside.py"): "symlink_outside_root",
+    ("code", "outside_fifo.py"): "symlink_outside_root",
+    ("code", "shadow.py"): "symlink_outside_root",
+    ("code", "inside_link.py"): "kept",  # a symlink that stays inside the root still works
+    ("code", "caf\\xe9.py"): "kept",  # non-UTF-8 byte in the name
+    ("code", "new\\x0aline.py"): "kept",
+    ("code", "tab\\x09here.py"): "kept",
+    ("code", "esc\\x1b[31m.py"): "kept",  # a terminal escape sequence
+    ("code", "-leading-dash.py"): "kept",
+    ("code", "ünïcødé_模块.py"): "kept",
+    ("globbed", "own.py"): "kept",  # `**` does not enter `sub`, a symlinked folder: nothing of outside/ is listed
+    ("globbed", "sub/secret.py"): "symlink_outside_root",  # named explicitly, through `sub`
+    ("jsonl", "rows.jsonl:1"): "kept",
+    ("jsonl", "rows.jsonl:2"): "unreadable",  # not JSON
+    ("jsonl", "rows.jsonl:3"): "unreadable",  # a JSON array, not an object
+    ("jsonl", "rows.jsonl:4"): "unreadable",  # a JSON string
+    ("jsonl", "rows.jsonl:5"): "unreadable",  # content is a number
+    ("jsonl", "new\\x0aline.jsonl:1"): "too_short",  # read, under its whole name
+    ("jsonl", " edge space .jsonl:1"): "too_short",
+    ("jsonl", "\\xff.jsonl:1"): "too_short",
+    ("jsonl", "outside.jsonl"): "symlink_outside_root",
+    ("jsonl", "fifo.jsonl"): "unreadable",
+    ("jsonl", "dir.jsonl"): "unreadable",
+    ("parquet", "new\\x0aline.parquet:0"): "kept",
+    ("parquet", "gone.parquet"): "unreadable",
+    ("so", "Posts.xml:2"): "kept",
+    ("so", "linked.xml"): "symlink_outside_root",
+}
+
+
+def hostile_params(base: Path) -> list[dict]:
+    """The params.yaml `sources` of a run over `hostile_tree(base)`."""
+    return [
+        {"name": "code", "kind": "local", "paths": [str(base / "code")]},
+        {"name": "globbed", "kind": "local",
+         "paths": [str(base / "globbed" / "**" / "*.py"), str(base / "globbed" / "sub" / "secret.py")]},
+        {"name": "jsonl", "kind": "jsonl", "paths": [str(base / "jsonl")]},
+        {"name": "parquet", "kind": "parquet", "paths": [str(base / "parquet")]},
+        {"name": "so", "kind": "stackoverflow", "paths": [str(base / "so")], "tags": ["python"]},
+    ]
+
+
+def make_hostile_tree(base: Path) -> Path:
+    """Source roots code/, globbed/, jsonl/, parquet/, so/ (see HOSTILE_EXPECTED), a
+    malformed parquet export in broken/, and outside/, which no read may touch."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .test_stackoverflow import write_posts_xml
+
+    out = base / "outside"
+    out.mkdir(parents=True)
+    (out / "secret.py").write_bytes(_stdlib("statistics.py"))  # would be kept, were it read
+    (out / "secret.jsonl").write_text(json.dumps({"content": _stdlib("fractions.py").decode()}) + "\n")
+    os.mkfifo(out / "fifo.py")
+    write_posts_xml(out / "Posts.xml")
+
+    code = base / "code"
+    code.mkdir()
+    (code / "good.py").write_text(GOOD)
+    (code / "binary.py").write_bytes(bytes(range(256)) * 8)
+    (code / "latin1.py").write_bytes(LATIN1_BODY.encode("latin-1"))
+    (code / "utf16.py").write_bytes(_stdlib("heapq.py").decode().encode("utf-16"))
+    (code / "nul.py").write_bytes(_stdlib("textwrap.py").replace(b"\n\n", b"\n\0\n", 1))
+    with open(code / "huge.py", "wb") as fh:  # 5 MB > max_bytes, sparse
+        fh.truncate(5_000_000)
+    (code / "deep.py").write_text("x = (a\n" + ".b\n" * 100_000 + ")\n")  # short lines, 100k levels deep
+    os.symlink("loop.py", code / "loop.py")
+    os.symlink("loop_b.py", code / "loop_a.py")
+    os.symlink("loop_a.py", code / "loop_b.py")
+    os.symlink("missing.py", code / "dangling.py")
+    os.mkfifo(code / "fifo.py")
+    (code / "x.py").mkdir()
+    os.symlink("../outside/secret.py", code / "outside.py")
+    os.symlink(out / "fifo.py", code / "outside_fifo.py")
+    os.symlink("/etc/shadow", code / "shadow.py")  # refused whether or not it exists
+    (code / "lib").mkdir()
+    (code / "lib" / "module.txt").write_bytes(_stdlib("colorsys.py"))
+    os.symlink("lib/module.txt", code / "inside_link.py")
+    for name, rel in [
+        (b"caf\xe9.py", "shlex.py"), (b"new\nline.py", "fnmatch.py"), (b"tab\there.py", "glob.py"),
+        (b"esc\x1b[31m.py", "queue.py"), (b"-leading-dash.py", "sched.py"),
+        ("ünïcødé_模块.py".encode(), "graphlib.py"),
+    ]:
+        with open(os.path.join(os.fsencode(code), name), "wb") as fh:
+            fh.write(_stdlib(rel))
+
+    globbed = base / "globbed"
+    globbed.mkdir()
+    (globbed / "own.py").write_bytes(_stdlib("string.py"))
+    os.symlink("../outside", globbed / "sub")
+
+    jl = base / "jsonl"
+    jl.mkdir()
+    rows = [json.dumps({"content": _stdlib("json/decoder.py").decode()}), "{not json", "[1, 2]", '"a string"',
+            json.dumps({"content": 5})]
+    (jl / "rows.jsonl").write_text("\n".join(rows) + "\n")
+    for name in (b"new\nline.jsonl", b" edge space .jsonl", b"\xff.jsonl"):
+        with open(os.path.join(os.fsencode(jl), name), "wb") as fh:
+            fh.write(b'{"content": "x = 1\\n"}\n')
+    os.symlink("../outside/secret.jsonl", jl / "outside.jsonl")
+    os.mkfifo(jl / "fifo.jsonl")
+    (jl / "dir.jsonl").mkdir()
+
+    pqdir = base / "parquet"
+    pqdir.mkdir()
+    pq.write_table(pa.table({"content": [_stdlib("json/encoder.py").decode()]}), pqdir / "new\nline.parquet")
+    os.symlink("nowhere.parquet", pqdir / "gone.parquet")
+
+    so = base / "so"
+    so.mkdir()
+    write_posts_xml(so / "Posts.xml")
+    os.symlink("../outside/Posts.xml", so / "linked.xml")
+
+    broken = base / "broken"
+    broken.mkdir()
+    (broken / "bro\nken.parquet").write_bytes(b"PAR1 this is not parquet at all PAR1")
+    return base
+
+
+@pytest.fixture
+def hostile_tree(tmp_path) -> Path:
+    return make_hostile_tree(tmp_path / "hostile")
+
+
+def tree_state(top: Path) -> dict[bytes, tuple]:
+    """Everything under `top` that a run could change: each name (bytes) with its type,
+    mode, and content hash (files) or link target (links). Special files and link
+    targets are never opened; a link is not followed."""
+    import hashlib
+
+    state: dict[bytes, tuple] = {}
+    top_b = os.fsencode(top)
+    for dirpath, dirnames, filenames in os.walk(top_b, followlinks=False):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                what: tuple = ("link", os.readlink(p))
+            elif stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as fh:
+                    what = ("file", st.st_size, st.st_mtime_ns, hashlib.sha256(fh.read()).hexdigest())
+            else:
+                what = (stat.S_IFMT(st.st_mode),)
+            state[os.path.relpath(p, top_b)] = (st.st_mode, *what)
+    return state
+
+
+class OpenWatch:
+    """Records every open or read of anything in the watched folders and files, by any
+    process, through Linux inotify (IN_OPEN | IN_ACCESS): a real, kernel-side witness
+    that a path was never opened.
+
+        with OpenWatch([folder]) as watch: ...
+        assert watch.events == []
+    """
+
+    IN_ACCESS, IN_OPEN, IN_NONBLOCK = 0x1, 0x20, 0o4000
+
+    def __init__(self, paths):
+        self.paths = [os.fsencode(p) for p in paths]
+        self.events: list[tuple[bytes, bytes]] = []
+
+    def __enter__(self) -> "OpenWatch":
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if not hasattr(libc, "inotify_init1"):
+            pytest.skip("no inotify on this system")
+        self._fd = libc.inotify_init1(self.IN_NONBLOCK)
+        if self._fd < 0:
+            pytest.skip(f"inotify_init1: {os.strerror(ctypes.get_errno())}")
+        self._wd = {}
+        for p in self.paths:
+            wd = libc.inotify_add_watch(self._fd, p, self.IN_OPEN | self.IN_ACCESS)
+            assert wd >= 0, f"inotify_add_watch {p!r}: {os.strerror(ctypes.get_errno())}"
+            self._wd[wd] = p
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import struct
+
+        while True:
+            try:
+                buf = os.read(self._fd, 1 << 16)
+            except BlockingIOError:
+                break
+            i = 0
+            while i < len(buf):
+                wd, _mask, _cookie, n = struct.unpack_from("iIII", buf, i)
+                self.events.append((self._wd.get(wd, b"?"), buf[i + 16: i + 16 + n].rstrip(b"\0")))
+                i += 16 + n
+        os.close(self._fd)

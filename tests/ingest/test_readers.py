@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,7 +17,6 @@ from phi1.ingest.readers import (
     SourceJsonlReader,
     SourceParquetReader,
     StackOverflowReader,
-    write_paths_file,
 )
 from phi1.ingest.sources import list_files
 
@@ -41,13 +41,12 @@ def _jsonl_source(tmp_path):
 
 def _reader(cls, tmp_path, src, suffixes, *args, limit=None, **kw):
     root, entries = list_files("exp", (str(src),), suffixes=suffixes)
-    paths_file = write_paths_file(tmp_path / f"paths-{cls.__name__}.txt", [e.rel for e in entries])
-    return cls("exp", 1, limit, root, paths_file, *args, **kw)
+    return cls("exp", 1, limit, root, [(e.rel, e.abs) for e in entries], *args, **kw)
 
 
 def test_local_reader_reads_bytes_and_marks_unreadable(bad_source):
-    _, entries = list_files("bad", (str(bad_source),))
-    reader = LocalFileReader("bad", 0, [(e.rel, e.abs) for e in entries], max_bytes=1_000_000)
+    root, entries = list_files("bad", (str(bad_source),))
+    reader = LocalFileReader("bad", 0, [(e.rel, e.abs) for e in entries], max_bytes=1_000_000, root=root)
     docs = {d.metadata["path"]: d for d in _docs(reader)}
     assert docs["a_original.py"].metadata["raw"] == GOOD.encode()
     assert docs["a_original.py"].metadata["source"] == "bad"
@@ -140,3 +139,24 @@ def test_stackoverflow_reader(tmp_path):
     (doc,) = _docs(reader)
     assert doc.metadata["path"] == "Posts.xml:2"
     assert doc.text.startswith(CODE)
+
+
+def test_disk_readers_take_whole_names_and_refuse_without_opening(tmp_path):
+    # datatrove's paths_file would split "new\nline.jsonl" into two names and strip " edge .jsonl"
+    src, outside = tmp_path / "export", tmp_path / "outside"
+    src.mkdir()
+    outside.mkdir()
+    for name in ("new\nline.jsonl", " edge .jsonl"):
+        (src / name).write_text(json.dumps({"content": "x = 1\n"}) + "\n")
+    os.mkfifo(outside / "fifo.jsonl")  # no writer: opening it would hang the reader
+    os.symlink(outside / "fifo.jsonl", src / "out.jsonl")
+    os.mkfifo(src / "here.jsonl")
+    reader = _reader(SourceJsonlReader, tmp_path, src, (".jsonl",), "content", None)
+    got = {d.metadata["path"]: (d.text, d.metadata.get("unreadable"), d.metadata.get("symlink_outside_root"))
+           for d in _docs(reader)}
+    assert got == {
+        " edge .jsonl:1": ("x = 1\n", None, None),
+        "here.jsonl": ("", "not a regular file", None),
+        "new\\x0aline.jsonl:1": ("x = 1\n", None, None),
+        "out.jsonl": ("", None, f"resolves to {outside}/fifo.jsonl, outside {src}"),
+    }

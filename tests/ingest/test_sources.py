@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import glob
 import os
 
 import pytest
 
 from phi1.errors import Phi1Error
-from phi1.ingest.sources import list_files, read_limited, stdlib_dir
+from phi1.ingest.sources import (
+    Refused,
+    _glob,
+    display_name,
+    list_files,
+    open_confined,
+    read_limited,
+    stdlib_dir,
+    unescape_name,
+)
 
 
 def _rels(entries):
@@ -78,3 +88,66 @@ def test_read_never_blocks_and_never_reads_past_max_bytes(bad_source):
     assert ok.problem is None and ok.data == (bad_source / "a_original.py").read_bytes()
     assert read_limited(str(bad_source / "a_original.py"), max_bytes=100).problem == "oversized"
     assert read_limited(str(bad_source / "empty.py"), max_bytes=100).data == b""
+
+
+@pytest.mark.parametrize("name", [
+    b"plain/os.py", b"caf\xe9.py", b"new\nline.py", b"tab\there.py", b"esc\x1b[0m.py", b"-dash.py",
+    "ünïcødé_模块.py".encode(), b"back\\slash\\x41.py", "sep\u2028\u0085\x7f.py".encode(), b"\xff\xfe\\u1234.py",
+])
+def test_display_name_is_one_line_of_utf8_and_lossless(name):
+    shown = display_name(os.fsdecode(name))
+    shown.encode("utf-8")  # no surrogates: parquet can store it
+    assert shown.splitlines() == [shown]
+    assert os.fsencode(unescape_name(shown)) == name
+    if name.isascii() and name.decode().isprintable() and b"\\" not in name:
+        assert shown == name.decode()  # ordinary names (all the stdlib's) are unchanged
+
+
+def test_glob_lists_what_glob_does_but_never_enters_a_symlinked_folder(small_corpus, tmp_path):
+    (small_corpus / ".hidden").mkdir()
+    (small_corpus / ".hidden" / "h.py").write_text("x = 1\n")
+    (small_corpus / "json" / ".dot.py").write_text("x = 1\n")
+    for pattern in ("**/*.py", "*.py", "*/*.py", "json/*.py", "**/.*.py", "**/.hidden/*.py", "**", "[bc]*.py"):
+        p = str(small_corpus / pattern)
+        assert {x.rstrip("/") for x in glob.glob(p, recursive=True)} == set(_glob(p)), pattern
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "far.py").write_text("x = 1\n")
+    os.symlink(outside, small_corpus / "link")
+    os.symlink("/", small_corpus / "slash")  # glob's ** would walk the whole filesystem through this
+    root, entries = list_files("c", (str(small_corpus / "**" / "*.py"),))
+    assert not [e.rel for e in entries if e.rel.startswith(("link/", "slash/"))]
+
+
+def test_reads_are_confined_to_the_root(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    os.mkfifo(outside / "fifo.py")  # no writer: a blocking open would hang this test
+    (outside / "secret.py").write_text("SECRET = 1\n")
+    (root / "lib").mkdir()
+    (root / "lib" / "real.txt").write_text("x = 1\n")
+    os.symlink("lib/real.txt", root / "inside.py")
+    os.symlink(outside / "fifo.py", root / "fifo.py")
+    os.symlink("../outside/secret.py", root / "secret.py")
+    os.symlink(outside / "missing.py", root / "gone_outside.py")
+    os.symlink("missing.py", root / "gone.py")
+    os.symlink("../root/inside.py", outside / "back.py")
+    os.symlink(outside / "back.py", root / "round_trip.py")  # leaves, then comes back: its real path is inside
+
+    got = {n: read_limited(str(root / n), 1000, root=str(root)) for n in os.listdir(root) if n.endswith(".py")}
+    assert got["inside.py"].data == got["round_trip.py"].data == b"x = 1\n"
+    for n in ("fifo.py", "secret.py", "gone_outside.py"):
+        assert got[n].problem == "symlink_outside_root" and got[n].data is None, n
+        assert got[n].detail.startswith(f"resolves to {outside}"), got[n].detail
+    assert (got["gone.py"].problem, got["gone.py"].detail) == ("unreadable", "No such file or directory")
+
+    with pytest.raises(Refused) as exc:
+        open_confined(str(root / "fifo.py"), str(root))
+    assert exc.value.reason == "symlink_outside_root"
+    with open_confined(str(root / "inside.py"), str(root)) as fh:
+        assert fh.read() == b"x = 1\n"
+    # a root that is itself reached through a symlink: its real path is what counts
+    os.symlink(root, tmp_path / "alias")
+    assert read_limited(str(tmp_path / "alias" / "inside.py"), 1000, root=str(tmp_path / "alias")).data == b"x = 1\n"

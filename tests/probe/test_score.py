@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -11,6 +12,7 @@ from phi1.cli import app
 from phi1.errors import Phi1Error
 from phi1.probe.score import read_samples, score
 from phi1.probe.suite import load_suite
+from tests.no_namespaces import run_without_namespaces
 
 pytestmark = pytest.mark.gui
 
@@ -69,10 +71,35 @@ def test_cli_score_prints_one_json_object_and_writes_results(workdir):
                                       "--workers", "1"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert set(summary) == {"n_probes", "pass_rate", "api_validity", "by_library"}
+    assert set(summary) == {"n_probes", "pass_rate", "api_validity", "by_library", "isolation"}
     assert summary["n_probes"] == 2 and summary["pass_rate"] == pytest.approx(2 / 3)
+    assert summary["isolation"] == "namespaces"
     rows = [json.loads(line) for line in (workdir / "r.jsonl").read_text().splitlines()]
     assert [r["passed"] for r in rows] == [True, True, False]
+    assert all(r["isolation"] == "namespaces" for r in rows)
+
+
+def test_cli_score_without_namespaces_fails_closed_unless_unsafe_guard(tmp_path):
+    """A machine that allows no namespaces (a real one: its namespace limits are 0): no
+    probe runs and nothing is written, unless --unsafe-guard, which the results record."""
+    probes = load_suite(libraries=("tkinter",))[:1]
+    samples = tmp_path / "s.jsonl"
+    samples.write_text("".join(json.dumps(s) + "\n" for s in _samples(probes) + _samples(probes, "")))
+    out = tmp_path / "r.jsonl"
+    cmd = [sys.executable, "-m", "phi1.cli", "probe", "score", "--samples", str(samples), "--out", str(out),
+           "--workers", "1"]
+    refused = run_without_namespaces(cmd, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.startswith("error: sandbox: namespace isolation unavailable: [Errno ")
+    assert refused.stderr.count("\n") == 1 and "--unsafe-guard" in refused.stderr
+    assert not out.exists()
+
+    allowed = run_without_namespaces(cmd + ["--unsafe-guard"], capture_output=True, text=True, timeout=120)
+    assert allowed.returncode == 0, allowed.stderr
+    summary = json.loads(allowed.stdout)
+    assert summary["isolation"] == "guard" and summary["pass_rate"] == pytest.approx(1 / 2)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["passed"], r["isolation"]) for r in rows] == [(True, "guard"), (False, "guard")]
 
 
 def test_cli_list_prints_the_suite_as_jsonl():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -13,6 +14,7 @@ from phi1.errors import Phi1Error
 from phi1.probe import run
 from phi1.probe.suite import load_suite
 from tests.evaluate.conftest import build_tiny_model
+from tests.no_namespaces import run_without_namespaces
 
 
 @pytest.mark.gui
@@ -39,6 +41,9 @@ def test_stage_writes_metrics_and_one_mlflow_evaluation_per_checkpoint(workdir, 
         assert set(m["by_library"]) == {"pygame", "tkinter"}
         rows = [json.loads(x) for x in (workdir / "reports/probe" / name / "results.jsonl").read_text().splitlines()]
         assert len(rows) == n and all("parses" in r and "api_chains" in r for r in rows)
+        assert all(r["isolation"] == "namespaces" for r in rows)
+        summary = json.loads((workdir / "reports/probe" / name / "summary.json").read_text())
+        assert summary["isolation"] == "namespaces"
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = mlflow.get_experiment_by_name("phi1-test")
@@ -51,11 +56,30 @@ def test_stage_writes_metrics_and_one_mlflow_evaluation_per_checkpoint(workdir, 
         assert child.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
         assert child.data.tags["phi1.variant"] == "mine" and "phi1.seed" not in child.data.tags
         assert child.data.metrics["pass_rate"] == 0.0
+        assert child.data.params["sandbox.isolation"] == "namespaces"
         assert child.data.metrics["probe_pass/mean"] == 0.0  # the MLflow evaluation's own metric
         assert "tkinter.pass_rate" in child.data.metrics
         table = mlflow.load_table("eval_results_table.json", run_ids=[child.info.run_id])
         assert len(table) == n and {"probe_id", "library", "prompt", "outputs", "passed", "runs",
                                     "api_invalid"} <= set(table.columns)
+
+
+@pytest.mark.gui
+def test_without_namespaces_the_stage_runs_nothing_and_writes_nothing(workdir):
+    """A machine that allows no namespaces (a real one: its namespace limits are 0)."""
+    import mlflow
+
+    build_tiny_model(workdir / "checkpoints" / "base")
+    (workdir / "params.yaml").write_text("probe:\n  checkpoints: [checkpoints/base]\n  libraries: [tkinter]\n")
+    proc = run_without_namespaces([sys.executable, "-m", "phi1.cli", "probe", "run"], capture_output=True,
+                                  text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: sandbox: namespace isolation unavailable: [Errno ")
+    assert proc.stderr.count("\n") == 1 and "--unsafe-guard (or set probe.unsafe_guard: true)" in proc.stderr
+    assert not (workdir / "reports").exists() and not (workdir / "metrics").exists()
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("phi1-test")
+    assert exp is None or mlflow.search_runs([exp.experiment_id], output_format="list") == []
 
 
 def test_a_missing_checkpoint_is_an_error_and_writes_nothing(workdir):

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 import pyarrow as pa
 
 from phi1.errors import Phi1Error
-from phi1.io import atomic_dir, read_table, write_json, write_shards
+from phi1.io import check_output, outputs, read_table, write_json, write_shards
 
 SHARD_SIZE = 2000
 
@@ -234,11 +234,14 @@ def run(cfg: Any, datasets: Mapping[str, str | Path], out: str | Path, report_pa
         plot_path: str | Path, metrics_path: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run the stage; return the metrics it wrote."""
     from phi1.decontaminate.report import plot_sweep, removed_ids, sweep
-    from phi1.tracking import numeric_metrics, stage_run
+    from phi1.tracking import numeric_metrics, split_run_figures, stage_run, tracked_metrics
 
     start = time.perf_counter()
     tables = _load(datasets)
-    with stage_run("decontaminate", cfg, inputs=list(datasets.values())) as _:
+    inputs = list(datasets.values())
+    for path, kind in ((out, "dir"), (report_path, "file"), (metrics_path, "file"), (plot_path, "file")):
+        check_output(path, inputs, kind)  # before the slow scoring
+    with stage_run("decontaminate", cfg, inputs=inputs) as _, outputs(inputs) as staged:
         import mlflow
 
         result = score(cfg, tables, progress)
@@ -247,13 +250,13 @@ def run(cfg: Any, datasets: Mapping[str, str | Path], out: str | Path, report_pa
         gone = removed_ids(flags, cfg.tau)
         at_tau = sweep(flags, [cfg.tau], list(tables), result["benchmarks"], cfg.detectors)[0]
 
-        with atomic_dir(out) as tmp:
-            for name, t in tables.items():
-                keep = [i not in gone.get(name, set()) for i in t.column("id").to_pylist()]
-                scores = pa.array(result["item_max"][name], type=pa.float64())
-                pruned = t.append_column("contamination_score", scores).filter(pa.array(keep, type=pa.bool_()))
-                (tmp / name).mkdir()
-                write_shards(tmp / name, pruned.to_pylist(), shard_size=SHARD_SIZE, schema=pruned.schema)
+        tmp = staged.dir(out)  # committed with the report and metrics below
+        for name, t in tables.items():
+            keep = [i not in gone.get(name, set()) for i in t.column("id").to_pylist()]
+            scores = pa.array(result["item_max"][name], type=pa.float64())
+            pruned = t.append_column("contamination_score", scores).filter(pa.array(keep, type=pa.bool_()))
+            (tmp / name).mkdir()
+            write_shards(tmp / name, pruned.to_pylist(), shard_size=SHARD_SIZE, schema=pruned.schema)
 
         n_items = {name: t.num_rows for name, t in tables.items()}
         metrics = {
@@ -285,10 +288,11 @@ def run(cfg: Any, datasets: Mapping[str, str | Path], out: str | Path, report_pa
             "n_flagged": len(flags),
             "flagged": flags[: cfg.max_flagged_in_report],
         }
-        write_json(report_path, report)
+        staged.json(report_path, split_run_figures(report)[0])  # without timings, like the metrics
         plot_sweep(table, result["benchmarks"], plot_path)
         metrics["seconds"]["total"] = round(time.perf_counter() - start, 2)
-        write_json(metrics_path, metrics)
+        staged.json(metrics_path, tracked_metrics("decontaminate", metrics))  # without timings: those go to MLflow
+        staged.commit()
 
         mlflow.log_metrics(numeric_metrics(metrics))
         for row in table:

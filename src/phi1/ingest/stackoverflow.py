@@ -16,7 +16,7 @@ import html
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator, Optional
 
 from phi1.errors import Phi1Error
 
@@ -43,9 +43,9 @@ def parse_tags(field: str | None) -> set[str]:
     return {(a or b).strip().lower() for a, b in _TAGS_FIELD.findall(field) if (a or b).strip()}
 
 
-def _xml_rows(path: Path) -> Iterator[dict[str, str]]:
+def _xml_rows(path: Path, fh: Optional[BinaryIO] = None) -> Iterator[dict[str, str]]:
     try:
-        for _, elem in ET.iterparse(path, events=("end",)):
+        for _, elem in ET.iterparse(fh if fh is not None else path, events=("end",)):
             if elem.tag == "row":
                 yield dict(elem.attrib)
                 elem.clear()
@@ -53,13 +53,14 @@ def _xml_rows(path: Path) -> Iterator[dict[str, str]]:
         raise Phi1Error(f"{path}: not a valid Posts.xml ({exc})") from None
 
 
-def _parquet_rows(path: Path) -> Iterator[dict[str, object]]:
+def _parquet_rows(path: Path, fh: Optional[BinaryIO] = None) -> Iterator[dict[str, object]]:
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(fh if fh is not None else path)
     except Exception as exc:  # ArrowInvalid and friends: name the file
-        raise Phi1Error(f"{path}: not a readable parquet file ({exc})") from None
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise Phi1Error(f"{path}: not a readable parquet file ({msg})") from None
     by_lower = {n.lower(): n for n in pf.schema_arrow.names}
     missing = [c for c in ("id", "posttypeid", "body") if c not in by_lower]
     if missing:
@@ -72,22 +73,28 @@ def _parquet_rows(path: Path) -> Iterator[dict[str, object]]:
             yield {cols[k]: ("" if v is None else str(v)) for k, v in row.items()}
 
 
-def iter_rows(path: str | Path) -> Iterator[dict]:
-    """Rows of a dump file as dicts with Posts.xml attribute names."""
+def iter_rows(path: str | Path, fh: Optional[BinaryIO] = None) -> Iterator[dict]:
+    """Rows of a dump file as dicts with Posts.xml attribute names. With `fh` (an open,
+    seekable binary file) the rows come from it and `path` only names it."""
     p = Path(path)
-    return _parquet_rows(p) if p.suffix == ".parquet" else _xml_rows(p)
+    if fh is not None:
+        fh.seek(0)
+    return _parquet_rows(p, fh) if p.suffix == ".parquet" else _xml_rows(p, fh)
 
 
-def iter_answers(path: str | Path, tags: Iterable[str] = ()) -> Iterator[tuple[str, str]]:
-    """(answer id, code) for every answer with code blocks, in file order."""
+def iter_answers(
+    path: str | Path, tags: Iterable[str] = (), fh: Optional[BinaryIO] = None
+) -> Iterator[tuple[str, str]]:
+    """(answer id, code) for every answer with code blocks, in file order (read from
+    `fh` when given, see iter_rows)."""
     wanted = {t.lower() for t in tags}
     allowed: set[str] | None = None
     if wanted:
         allowed = {
-            r.get("Id", "") for r in iter_rows(path)
+            r.get("Id", "") for r in iter_rows(path, fh)
             if r.get("PostTypeId") == "1" and parse_tags(r.get("Tags")) & wanted
         }
-    for r in iter_rows(path):
+    for r in iter_rows(path, fh):
         if r.get("PostTypeId") != "2":
             continue
         if allowed is not None and r.get("ParentId") not in allowed:

@@ -9,9 +9,10 @@ Samples are JSONL rows `{probe_id, completion}` (other fields kept). Each result
 adds `passed`, `result` and the diagnostics: `parses` (prompt + completion compile),
 `imports` (no ImportError), `runs` (it ran to the check's own code without raising or
 timing out: a wrong answer still `runs`), `api_chains`/`api_valid` (library attribute
-chains used and how many exist, see apivalidity). The summary: n_probes, pass_rate,
-api_validity (valid / counted chains over all samples; null when none were counted)
-and the same per library.
+chains used and how many exist, see apivalidity) and `isolation`. The summary: n_probes,
+pass_rate, api_validity (valid / counted chains over all samples; null when none were
+counted), the same per library, and `isolation` (namespaces, or guard where
+`unsafe_guard` allowed it; see phi1.evaluate.execute.open_sandbox).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 from phi1.errors import Phi1Error
-from phi1.evaluate.sandbox import Sandbox, SandboxError
+from phi1.evaluate.execute import open_sandbox
+from phi1.evaluate.sandbox import Sandbox
 from phi1.io import atomic_file
 from phi1.probe.apivalidity import api_chains
 from phi1.probe.suite import Probe
@@ -40,7 +42,7 @@ class ProbeScore:
     rows: list[dict]
     """Each sample plus its verdict and diagnostics, in input order."""
     summary: dict
-    """n_probes, pass_rate, api_validity, by_library."""
+    """n_probes, pass_rate, api_validity, by_library, isolation."""
 
 
 def read_samples(path: str | Path, probes: Sequence[Probe]) -> list[dict]:
@@ -68,15 +70,13 @@ def read_samples(path: str | Path, probes: Sequence[Probe]) -> list[dict]:
 
 
 @contextlib.contextmanager
-def probe_sandbox(workers: Optional[int] = None) -> Iterator[Sandbox]:
-    """A private Xvfb display and a sandbox whose GUI policy allows it; both stopped after."""
-    with xvfb() as display:
-        try:
-            box = Sandbox(workers=workers, display=display, preload=PRELOAD)
-        except (SandboxError, ValueError) as exc:
-            raise Phi1Error(f"sandbox: {exc}") from None
-        with box:
-            yield box
+def probe_sandbox(workers: Optional[int] = None, *, unsafe_guard: bool = False,
+                  param: Optional[str] = None) -> Iterator[Sandbox]:
+    """A private Xvfb display and a sandbox whose GUI policy allows it; both stopped after.
+    Fails closed as `open_sandbox` does (`unsafe_guard`, `param`: see there)."""
+    with xvfb() as display, open_sandbox(workers, unsafe_guard=unsafe_guard, param=param,
+                                         display=display, preload=PRELOAD) as box:
+        yield box
 
 
 def _diagnose(probe: Probe, completion: str, status: str, error: str) -> dict:
@@ -119,10 +119,11 @@ def score(samples: Sequence[dict], probes: Sequence[Probe], sandbox: Sandbox, *,
             **sample, "library": probe.library, "passed": res.passed,
             "result": "passed" if res.passed else f"{res.status}: {res.error}",
             **_diagnose(probe, sample["completion"], res.status, res.error),
+            "isolation": sandbox.isolation,
         })
     libraries = sorted({r["library"] for r in rows})
-    summary = {**_rates(rows), "by_library": {lib: _rates([r for r in rows if r["library"] == lib])
-                                              for lib in libraries}}
+    by_library = {lib: _rates([r for r in rows if r["library"] == lib]) for lib in libraries}
+    summary = {**_rates(rows), "by_library": by_library, "isolation": sandbox.isolation}
     return ProbeScore(rows=rows, summary=summary)
 
 

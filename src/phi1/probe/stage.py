@@ -11,8 +11,11 @@ Generation is the evaluate stage's (`phi1.evaluate.generate`, greedy). Writes
 checkpoint, an MLflow evaluation (`mlflow.models.evaluate`) whose `eval_results_table`
 has one row per probe (library, prompt, completion, passed and diagnostics), with
 metrics `pass_rate`, `api_validity` and `<library>.pass_rate`: select the base and the
-finetuned run in the UI to see the paper's comparison per library. Nothing is written
-unless every checkpoint finished.
+finetuned run in the UI to see the paper's comparison per library; each carries the
+param `sandbox.isolation` (namespaces, or guard where `unsafe_guard` allowed it), as do
+the results rows and summary.json (`isolation`). Nothing is written unless every
+checkpoint finished, and nothing runs where the sandbox has no namespaces and
+`unsafe_guard` is false.
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ def run(cfg: ProbeConfig, out: str | Path = "reports/probe", metrics_path: str |
     probes = load_suite(libraries=tuple(cfg.libraries))
     tasks = [as_task(p) for p in probes]
     metrics: dict[str, dict] = {}
-    with atomic_dir(out) as tmp, probe_sandbox(cfg.workers) as box, \
+    # The sandbox first: where it refuses to run (no namespaces, no unsafe_guard), nothing is written.
+    with probe_sandbox(cfg.workers, unsafe_guard=cfg.unsafe_guard, param="probe.unsafe_guard") as box, \
+            atomic_dir(out, cfg.checkpoints) as tmp, \
             stage_run("probe", cfg, inputs=list(cfg.checkpoints), tags={"phi1.sandbox": box.isolation}):
         for ckpt in cfg.checkpoints:
             lm = load_model(ckpt)
@@ -120,7 +125,7 @@ def _log_evaluation(mlflow, name: str, ckpt: str, probes, scored: ProbeScore) ->
 
     tags = {"phi1.checkpoint": name, "phi1.stage": "probe"}
     with nested_run(f"{name}/probe", tags):
-        mlflow.log_params({"checkpoint": ckpt, "n_probes": len(df)})
+        mlflow.log_params({"checkpoint": ckpt, "n_probes": len(df), "sandbox.isolation": scored.summary["isolation"]})
         mlflow.models.evaluate(data=df, predictions="completion", model_type=None,
                                extra_metrics=[_probe_metric("passed"), _probe_metric("api")])
         mlflow.log_metrics(_flat(scored.summary))

@@ -13,9 +13,11 @@ Backends: `extractive` (default; offline, deterministic, real code mined from th
 see phi1.synthesize.extractive), `openai` (any OpenAI-compatible endpoint, cached and
 resumable) and `transformers` (a local HF model dir). Checks, whatever the backend: every
 code block and exercise parses, and an exercise whose docstring has examples is kept only
-if they pass in the sandbox; drops are counted per reason. Diversity metrics: distinct
-topics, audiences and function names, MinHash near-duplicate rate, mean pairwise
-embedding similarity.
+if they pass in the sandbox (namespace isolation only, unless `unsafe_guard` allows the
+guard alone where namespaces are unavailable; the sandbox is opened first, so a machine
+without namespaces fails before any work, and metrics record `sandbox_isolation`); drops
+are counted per reason. Diversity metrics: distinct topics, audiences and function
+names, MinHash near-duplicate rate, mean pairwise embedding similarity.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, Optional
 import pyarrow as pa
 
 from phi1.errors import Phi1Error
-from phi1.io import atomic_dir, iter_rows, write_json, write_shards
+from phi1.io import check_output, iter_rows, outputs, write_shards
 from phi1.synthesize.exercise import Exercise
 from phi1.synthesize.lists import Lists, Request, draw_requests, load_lists
 
@@ -61,35 +63,39 @@ class _Built:
 def run(cfg: Any, filtered: str | Path, textbook_out: str | Path, exercises_out: str | Path,
         metrics_path: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run the stage; return the metrics it wrote."""
-    from phi1.tracking import numeric_metrics, stage_run
+    from phi1.synthesize.checks import check_sandbox
+    from phi1.tracking import numeric_metrics, stage_run, tracked_metrics
 
     start = time.time()
     lists = load_lists(cfg.topics_file, cfg.audiences_file, cfg.function_names_file)
     filtered = Path(filtered)
     if not filtered.exists():
         raise Phi1Error(f"synthesize: input dataset not found: {filtered} (run `phi1 filter` first)")
-    with stage_run("synthesize", cfg, inputs=[filtered]) as _:
+    for path, kind in ((textbook_out, "dir"), (exercises_out, "dir"), (metrics_path, "file")):
+        check_output(path, [filtered], kind)  # before any generation
+    with check_sandbox(cfg.check_workers, cfg.unsafe_guard) as box, \
+            stage_run("synthesize", cfg, inputs=[filtered], tags={"phi1.sandbox": box.isolation}) as _:
         import mlflow
 
         embedder = _embedder(cfg)
         if cfg.backend == "extractive":
-            textbook, exercises, extra = _extractive(cfg, lists, filtered, embedder, progress)
+            textbook, exercises, extra = _extractive(cfg, lists, filtered, embedder, box, progress)
             model = "extractive-v1"
         else:
-            textbook, exercises, extra, model = _llm(cfg, lists, progress)
+            textbook, exercises, extra, model = _llm(cfg, lists, box, progress)
         metrics = {
             "backend": cfg.backend,
             "model": model,
+            "sandbox_isolation": box.isolation,
             "textbook": _diversity(textbook, "text", cfg, embedder, lists, progress),
             "exercises": _diversity(exercises, "exercise", cfg, embedder, lists, progress),
             **extra,
         }
-        with atomic_dir(textbook_out) as tmp:
-            write_shards(tmp, textbook.rows, shard_size=SHARD_SIZE, schema=TEXTBOOK_SCHEMA)
-        with atomic_dir(exercises_out) as tmp:
-            write_shards(tmp, exercises.rows, shard_size=SHARD_SIZE, schema=EXERCISES_SCHEMA)
         metrics["seconds"] = round(time.time() - start, 2)
-        write_json(metrics_path, metrics)
+        with outputs([filtered]) as staged:  # both datasets and their metrics, together
+            write_shards(staged.dir(textbook_out), textbook.rows, shard_size=SHARD_SIZE, schema=TEXTBOOK_SCHEMA)
+            write_shards(staged.dir(exercises_out), exercises.rows, shard_size=SHARD_SIZE, schema=EXERCISES_SCHEMA)
+            staged.json(metrics_path, tracked_metrics("synthesize", metrics))  # without timings: those go to MLflow
         mlflow.log_metrics(numeric_metrics(metrics))
         mlflow.log_dict(metrics, "synthesize/metrics.json")
         mlflow.log_dict({"textbook": textbook.rows[:3], "exercises": exercises.rows[:5]}, "synthesize/samples.json")
@@ -105,13 +111,13 @@ def _embedder(cfg: Any):
 # ----------------------------------------------------------------------------- extractive
 
 
-def _extractive(cfg: Any, lists: Lists, filtered: Path, embedder, progress: bool):
+def _extractive(cfg: Any, lists: Lists, filtered: Path, embedder, box, progress: bool):
     from phi1.synthesize import extractive as ex
 
     mined = ex.mine(iter_rows(filtered, columns=["id", "path", "content"]), cfg.min_body_lines, cfg.max_body_lines)
     # Check every candidate that has examples before drawing, so each request gets a working one.
     candidates = [it.exercise for it in mined.exercises]
-    verdicts = _check(cfg, candidates, progress)
+    verdicts = _check(cfg, candidates, box, progress)
     check_drops: Counter = Counter()
     items = []
     for it, verdict in zip(mined.exercises, verdicts):
@@ -158,7 +164,7 @@ def _extractive(cfg: Any, lists: Lists, filtered: Path, embedder, progress: bool
 # ----------------------------------------------------------------------------- LLM backends
 
 
-def _llm(cfg: Any, lists: Lists, progress: bool):
+def _llm(cfg: Any, lists: Lists, box, progress: bool):
     from phi1.synthesize import generate as g
 
     gen = g.OpenAIGenerator(cfg, progress) if cfg.backend == "openai" else g.TransformersGenerator(cfg, progress)
@@ -194,7 +200,7 @@ def _llm(cfg: Any, lists: Lists, progress: bool):
         else:
             seen.add(got.prompt + got.solution)
             parsed.append((req, got))
-    verdicts = _check(cfg, [e for _, e in parsed], progress)
+    verdicts = _check(cfg, [e for _, e in parsed], box, progress)
     for (req, e), verdict in zip(parsed, verdicts):
         if verdict == "passed" or verdict is None:
             exercises.rows.append(_exercise_row(req, e, None, cfg.backend, gen.model))
@@ -206,13 +212,13 @@ def _llm(cfg: Any, lists: Lists, progress: bool):
 # ----------------------------------------------------------------------------- shared
 
 
-def _check(cfg: Any, exercises: list[Exercise], progress: bool) -> list[Optional[str]]:
+def _check(cfg: Any, exercises: list[Exercise], box, progress: bool) -> list[Optional[str]]:
     """Sandbox verdict per exercise; None for an exercise without examples (nothing to run)."""
     from phi1.synthesize.checks import run_examples
 
     idx = [i for i, e in enumerate(exercises) if e.tests.strip()]
     verdicts = run_examples([exercises[i].program for i in idx], timeout=cfg.check_timeout,
-                            memory_bytes=cfg.check_memory_mb << 20, workers=cfg.check_workers, progress=progress)
+                            memory_bytes=cfg.check_memory_mb << 20, sandbox=box, progress=progress)
     out: list[Optional[str]] = [None] * len(exercises)
     for i, v in zip(idx, verdicts):
         out[i] = v

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from phi1.errors import Phi1Error
-from phi1.io import atomic_dir, write_json
+from phi1.io import check_output, outputs
+from phi1.tracking import split_run_figures
 from phi1.train.data import TokenShards
 from phi1.train.loop import LoopResult, make_accelerator, train
 from phi1.train.presets import resolve_attention
@@ -87,6 +87,8 @@ def run_training(
     from accelerate.utils import set_seed
 
     t0 = time.time()
+    for path, kind in ((out, "dir"), (plots_dir, "dir"), (metrics_path, "file")):
+        check_output(path, lineage, kind)  # before hours of training, not after
     train_data, val_data = TokenShards(tokens, "train"), TokenShards(tokens, "val")
     accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
@@ -109,32 +111,35 @@ def run_training(
             log.close()
         metrics: dict = {}
         if main:
-            metrics = _finish(stage, cfg, net, tokenizer, result, log, out, metrics_path, plots_dir, t0)
+            metrics = _finish(stage, cfg, net, tokenizer, result, log, out, metrics_path, plots_dir, t0, lineage)
         accelerator.wait_for_everyone()
     return metrics
 
 
 def _finish(stage, cfg, net, tokenizer, result: LoopResult, log: RunLog, out: Path, metrics_path: Path,
-            plots_dir: Path, t0: float) -> dict:
+            plots_dir: Path, t0: float, lineage: list[str]) -> dict:
     import math
 
     import mlflow
 
-    with atomic_dir(out) as tmp:
-        net.config.use_cache = True
-        net.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-    with atomic_dir(plots_dir) as tmp:
-        for series in ("train", "val"):
-            shutil.copyfile(log.csv_path(series), tmp / f"{series}.csv")
-        loss_plot(tmp / "train.csv", tmp / "val.csv", tmp / "loss.png", title=f"{stage}: loss")
     metrics = {k: v for k, v in result.as_dict().items() if v is not None}
     metrics["ln_vocab_size"] = math.log(net.config.vocab_size)
     # steps x global batch x seq_len over the whole run (resumes included): the budget
     # that data ablations hold equal, under the name they compare.
     metrics["tokens_seen"] = result.tokens
     metrics["stage_seconds"] = round(time.time() - t0, 2)
-    write_json(metrics_path, metrics)
+    with outputs(lineage) as staged:  # checkpoint, loss curves and metrics land together
+        tmp = staged.dir(out)
+        net.config.use_cache = True
+        net.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        tmp = staged.dir(plots_dir)
+        for series in ("train", "val"):
+            _copy_without_run_figures(log.csv_path(series), tmp / f"{series}.csv")
+        loss_plot(tmp / "train.csv", tmp / "val.csv", tmp / "loss.png", title=f"{stage}: loss")
+        # timings, memory, resumes: in MLflow (final.*, below), not in the DVC metrics file
+        staged.json(metrics_path, split_run_figures(metrics)[0])
+    print(f"phi1 {stage}: {metrics['stage_seconds']:.1f} s", file=sys.stderr, flush=True)
     log.call("log metrics", mlflow.log_metrics,
              {f"final.{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
     if result.resumed_from is not None:
@@ -145,6 +150,19 @@ def _finish(stage, cfg, net, tokenizer, result: LoopResult, log: RunLog, out: Pa
                  transformers_model={"model": net, "tokenizer": tokenizer}, name="model",
                  task="text-generation", pip_requirements=pip_requirements())
     return metrics
+
+
+def _copy_without_run_figures(src: Path, dest: Path) -> None:
+    """The loss log as a DVC plot, without the columns that differ between two runs of the
+    same commit (throughput, memory, MFU): those stay in MLflow."""
+    from phi1.tracking import RUN_FIGURES
+
+    with open(src, newline="") as fin, open(dest, "w", newline="") as fout:
+        reader = csv.DictReader(fin)
+        fields = [f for f in reader.fieldnames or [] if f not in RUN_FIGURES and f != "mfu"]
+        writer = csv.DictWriter(fout, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(reader)
 
 
 def loss_plot(train_csv: Path, val_csv: Path, png: Path, title: str) -> None:

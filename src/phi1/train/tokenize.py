@@ -41,7 +41,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from phi1.errors import Phi1Error
-from phi1.io import atomic_dir, shard_files, write_json
+from phi1.io import check_output, outputs, shard_files, write_json
 from phi1.train.data import MASK_PAD, MASK_PROMPT, MASK_SOLUTION, META
 
 EOS = "<|endoftext|>"
@@ -127,6 +127,22 @@ def model_vocab_size(tokenizer) -> int:
 # --------------------------------------------------------------------------- shards
 
 
+def _save(path: Path, array: np.ndarray) -> None:
+    """np.save, whose short write on a full disk says only `N requested and M written`:
+    re-raised as the OSError it is, with the errno and the path."""
+    import errno
+    import os
+    import shutil
+
+    try:
+        np.save(path, array)
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        full = shutil.disk_usage(path.parent).free < array.nbytes
+        code = errno.ENOSPC if full else errno.EIO
+        raise OSError(code, os.strerror(code), str(path)) from exc
+
 class ShardWriter:
     """Collects rows of `seq_len` tokens (and masks) and saves them as .npy shards."""
 
@@ -151,9 +167,9 @@ class ShardWriter:
         if not self.rows:
             return
         name = f"{self.split}-{len(self.shards):05d}"
-        np.save(self.folder / f"{name}.npy", np.stack(self.rows))
+        _save(self.folder / f"{name}.npy", np.stack(self.rows))
         if self.with_mask:
-            np.save(self.folder / f"{name}.mask.npy", np.stack(self.masks))
+            _save(self.folder / f"{name}.mask.npy", np.stack(self.masks))
         self.shards.append({"file": f"{name}.npy", "rows": len(self.rows)})
         self.rows, self.masks = [], []
 
@@ -376,7 +392,7 @@ def run(
     `pretrain_inputs` (PATH:COLUMN strings or (path, column) pairs) overrides
     `cfg.pretrain_inputs`; the config logged to MLflow shows the inputs used.
     `finetune_input=None` tokenizes pretraining data only (finetune_out is left alone)."""
-    from phi1.tracking import numeric_metrics, stage_run
+    from phi1.tracking import numeric_metrics, stage_run, tracked_metrics
 
     t0 = time.time()
     if pretrain_inputs is not None:
@@ -392,12 +408,14 @@ def run(
         check_dataset(ft_path, FINETUNE_COLUMNS)
     lineage = [str(p) for p, _ in inputs] + ([str(ft_path)] if ft_path else [])
 
-    with stage_run("tokenize", cfg, inputs=lineage) as _run, contextlib.ExitStack() as outs:
+    sources = lineage + ([cfg.tokenizer] if cfg.tokenizer != "bpe" else [])
+    with stage_run("tokenize", cfg, inputs=lineage) as _run, outputs(sources) as staged:
         import mlflow
 
-        tok_dir = outs.enter_context(atomic_dir(tokenizer_out))
-        pre_dir = outs.enter_context(atomic_dir(pretrain_out))
-        ft_dir = outs.enter_context(atomic_dir(finetune_out)) if ft_path else None
+        check_output(metrics_path, sources, "file")  # before the work; staged at the end
+        tok_dir = staged.dir(tokenizer_out)
+        pre_dir = staged.dir(pretrain_out)
+        ft_dir = staged.dir(finetune_out) if ft_path else None
 
         # One pass collects document keys (for the split) and feeds the BPE trainer.
         keys: list[bytes] = []
@@ -440,7 +458,8 @@ def run(
                                        "splits": ft, "tokenizer": tokenizer_fingerprint(tokenizer)})
             metrics["finetune"] = _split_metrics(ft)
         metrics["seconds"] = round(time.time() - t0, 2)
-        write_json(metrics_path, metrics)
+        staged.json(metrics_path, tracked_metrics("tokenize", metrics))  # without timings: those go to MLflow
+        staged.commit()  # tokenizer, both token sets and the metrics, together
         mlflow.log_metrics(numeric_metrics(metrics))
     return metrics
 
