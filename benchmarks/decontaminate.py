@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from phi1.config import DecontaminateConfig
-from phi1.decontaminate import score
+from phi1.decontaminate.stage import score
 from phi1.decontaminate.astmatch import ted
 from phi1.decontaminate.detect import AstStats, ast_pairs, embedding_pairs
 from phi1.decontaminate.references import load_references
@@ -100,7 +100,7 @@ def main() -> None:
     refs = load_references(cfg.benchmarks)
     rows = tables["exercises"].select(COLUMNS["exercises"]).to_pylist()
     units = extract_units("exercises", rows, want_source=True, workers=cfg.workers)
-    from phi1.embed import load_embedder
+    from phi1.engines.embed import load_embedder
 
     emb = load_embedder(cfg.embedding, cfg.max_tokens, cfg.batch_size)
     ref_vecs = emb.embed([r.text for r in refs], progress=False)

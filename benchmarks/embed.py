@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phi1.embed import load_embedder
+from phi1.engines.embed import load_embedder
 
 
 def corpus(raw: Path | None, limit: int | None) -> list[str]:

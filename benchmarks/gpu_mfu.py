@@ -5,11 +5,11 @@
     python benchmarks/gpu_mfu.py --preset tiny --seq-len 64 --vocab 512 --steps 6 --micro-batch 2   # CPU smoke run
 
 Needs only torch, transformers and accelerate (plus numpy and pyyaml, which they bring):
-it runs `phi1.train.loop.train` from this checkout's src/ without installing phi1, on
+it runs `phi1.engines.training.loop.train` from this checkout's src/ without installing phi1, on
 random token ids (MFU does not depend on the data). Nothing is logged to MLflow.
 
 MFU = (6N + 12*L*d*T) * tokens/s / peak FLOP/s (PaLM's accounting, see
-`phi1.train.presets.flops_per_token`); peak: `--peak-flops`, else looked up from the GPU
+`phi1.engines.training.model_shapes.flops_per_token`); peak: `--peak-flops`, else looked up from the GPU
 name (H100 SXM 989e12 dense bf16, A100 312e12). Each configuration runs `--steps`
 optimizer steps; the first `--warmup` are not timed (allocator warm-up, compile).
 Anchors: phi-1 ~50% on A100 (paper), FlashAttention-2 60-72% for GPT-3 1.3B-2.7B on A100,
@@ -35,10 +35,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from phi1.config import PretrainConfig  # noqa: E402
-from phi1.train.data import TokenShards  # noqa: E402
-from phi1.train.loop import make_accelerator, train  # noqa: E402
-from phi1.train.presets import build_config, flops_per_token, peak_flops  # noqa: E402
-from phi1.train.track import RunLog  # noqa: E402
+from phi1.engines.training.data import TokenShards  # noqa: E402
+from phi1.engines.training.loop import make_accelerator, train  # noqa: E402
+from phi1.engines.training.model_shapes import build_config, flops_per_token, peak_flops  # noqa: E402
+from phi1.engines.training.track import RunLog  # noqa: E402
 
 
 def random_tokens(folder: Path, rows: int, seq_len: int, vocab: int) -> None:

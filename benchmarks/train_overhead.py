@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from phi1.config import PretrainConfig  # noqa: E402
 from phi1.io import write_json  # noqa: E402
-from phi1.train.data import BatchOrder, TokenShards  # noqa: E402
-from phi1.train.loop import lr_factor, make_accelerator, param_groups, train  # noqa: E402
-from phi1.train.presets import build_config  # noqa: E402
-from phi1.train.track import RunLog  # noqa: E402
+from phi1.engines.training.data import BatchOrder, TokenShards  # noqa: E402
+from phi1.engines.training.loop import lr_factor, make_accelerator, param_groups, train  # noqa: E402
+from phi1.engines.training.model_shapes import build_config  # noqa: E402
+from phi1.engines.training.track import RunLog  # noqa: E402
 
 
 def random_tokens(folder: Path, rows: int, seq_len: int, vocab: int, seed: int = 0) -> None:

@@ -104,8 +104,8 @@ def _exp(name: str, state: str, he_loss: float, tokens: int, seed: int = 1234) -
 
 
 def test_collect_reads_finished_exps_and_normalises_loss_per_character():
-    from phi1.evaluate import benchmarks
-    from phi1.evaluate.solution_loss import reference
+    from phi1.engines import benchmarks
+    from phi1.engines.solution_loss import reference
 
     show = [{"rev": "HEAD", "experiments": [_exp("filtered", "success", 2.0, 300), _exp("unfiltered", "failed", 1.0, 300)]}]
     assert {n: e["state"] for n, e in experiments(show).items()} == {"filtered": "success", "unfiltered": "failed"}

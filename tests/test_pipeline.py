@@ -52,3 +52,70 @@ def test_uncached_files_are_metrics_or_plots_so_training_stays_in_the_run_cache(
         uncached = [next(iter(o)) for o in stage.get("outs", []) if isinstance(o, dict)
                     and not next(iter(o.values())).get("cache", True)]
         assert not uncached or name in RUN_CACHE_EXEMPT, f"{name}: uncached outs {uncached}: make them metrics or plots"
+
+
+# ------------------------------------------------------------------ deps = import closure
+
+SRC = REPO / "src"
+FLOOR = {"__init__.py", "config.py", "errors.py", "io.py", "tracking.py"}
+"""src/phi1 modules every stage stands on (with phi1.engines below the stages)."""
+
+
+def _module_file(module: str):
+    p = SRC.joinpath(*module.split("."))
+    if (p / "__init__.py").is_file():
+        return p / "__init__.py"
+    return p.with_suffix(".py") if p.with_suffix(".py").is_file() else None
+
+
+def _phi1_imports(path) -> set[str]:
+    """Every phi1 module a file imports, at any depth (function-level imports too)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "phi1"}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "phi1":
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}  # `from phi1.x import module`
+    return found
+
+
+def import_closure(package: str) -> set:
+    """The files of src/phi1 that running `package` may execute: its own files and every
+    phi1 module they import, transitively, with the __init__ of each parent package."""
+    todo = sorted((SRC / "phi1" / package).rglob("*.py"))
+    seen: set = set()
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        for module in _phi1_imports(f):
+            parts = module.split(".")
+            todo += [m for i in range(1, len(parts) + 1) if (m := _module_file(".".join(parts[:i])))]
+    return seen
+
+
+def test_src_deps_are_exactly_each_stages_import_closure():
+    """A change to a file reruns exactly the stages whose code imports it: dvc.yaml lists
+    every file of a stage's closure (a listed folder covers its files), and no src
+    file or folder outside it, but for package data (e.g. engines/data/mbpp)."""
+    for name, stage in _dvc_stages().items():
+        listed = [REPO / d for d in stage.get("deps", []) if d.startswith("src/")]
+        closure = import_closure(name)
+        missing = [f for f in closure if not any(f == d or d in f.parents for d in listed)]
+        assert not missing, f"{name}: dvc.yaml deps miss {sorted(str(f.relative_to(REPO)) for f in missing)}"
+        extra = [d for d in listed if "data" not in d.parts and not any(f == d or d in f.parents for f in closure)]
+        assert not extra, f"{name}: dvc.yaml deps {extra} are not imported by the stage"
+
+
+def test_a_stage_imports_no_other_stage():
+    """Stages stand on phi1.engines and the floor; what two stages share moves down a floor."""
+    stages = set(_dvc_stages())
+    for name in stages:
+        for f in import_closure(name):
+            rel = f.relative_to(SRC / "phi1")
+            owner = rel.parts[0] if len(rel.parts) > 1 else rel.name
+            assert owner in {name, "engines"} | FLOOR, f"stage {name} runs {rel}, which belongs to {owner}"

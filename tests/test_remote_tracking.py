@@ -30,8 +30,9 @@ from phi1.cli import app
 from phi1.config import EvaluateConfig, RegisterConfig, ValidateConfig, to_dict
 from tests.conftest import REPO
 from tests.mlflow_server import mlflow_server, unavailable_server
-from tests.test_validate import build_datasets
-from tests.train.conftest import finetune_cfg, mlflow_store, one_thread, pretrain_cfg, tokenized  # noqa: F401
+from tests.validate.test_stage import build_datasets
+from tests.training_env import one_thread  # noqa: F401  (autouse here too)
+from tests.training_fixtures import finetune_cfg, pretrain_cfg
 
 
 def _cli(*args: str) -> str:
@@ -44,7 +45,7 @@ def _inputs_for_register(corpus: Path) -> None:
     """The register stage's other inputs in their real formats: a validation summary from
     a real `phi1 validate` run and a contamination report as `decontaminate` writes it
     (its run needs the benchmark embedder; the report is all that register reads)."""
-    from phi1.validate import run as validate
+    from phi1.validate.stage import run as validate
 
     datasets = build_datasets(Path("vdata"), corpus)
     assert validate(ValidateConfig(datasets=("filtered",), data_docs=False), {"filtered": datasets["filtered"]},

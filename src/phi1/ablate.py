@@ -367,8 +367,8 @@ def _params(data: dict) -> dict:
 def solution_chars(benchmark: str, evaluate_params: dict) -> int:
     """Characters of the reference solutions the solution loss scores (same for every
     variant: the same tasks, whatever the tokenizer)."""
-    from phi1.evaluate import benchmarks
-    from phi1.evaluate.solution_loss import reference
+    from phi1.engines import benchmarks
+    from phi1.engines.solution_loss import reference
 
     tasks = benchmarks.load(benchmark, evaluate_params.get("mbpp_split", "test"), evaluate_params.get("solution_loss_limit"))
     return sum(len(reference(t)) for t in tasks)

@@ -162,7 +162,7 @@ def annotate_cmd(
     metrics: Annotated[Path, typer.Option(help="Metrics JSON: score distribution.")] = Path("metrics/annotate.json"),
 ) -> None:
     """Rate a seeded sample for educational value (heuristic rubric or an OpenAI-compatible LLM)."""
-    from phi1.annotate import run
+    from phi1.annotate.stage import run
 
     run(_config("annotate", params, overrides), raw=raw, out=out, metrics_path=metrics)
 
@@ -180,7 +180,7 @@ def filter_cmd(
     plots: Annotated[Path, typer.Option(help="Folder for the score histogram (PNG) and score CSV.")] = Path("plots/filter"),
 ) -> None:
     """Train the quality classifier on the annotations, score every file, keep the best."""
-    from phi1.filter import run
+    from phi1.filter.stage import run
 
     run(
         _config("filter", params, overrides), raw=raw, annotations=annotations, out=out,
@@ -212,7 +212,7 @@ def validate_cmd(
     filter_metrics: Annotated[Path, typer.Option(help="metrics/filter.json, for the kept-vs-raw score expectation.")] = Path("metrics/filter.json"),
 ) -> None:
     """Run the Great Expectations suites; print failing expectations and exit 1 if any fails."""
-    from phi1.validate import run
+    from phi1.validate.stage import run
 
     cfg = _config("validate", params, overrides)
     chosen: dict[str, Path] = {}
@@ -240,7 +240,7 @@ def synthesize_cmd(
     unsafe_guard: UnsafeGuardOpt = False,
 ) -> None:
     """Write a synthetic textbook and CodeExercises with topic, audience and function-name draws."""
-    from phi1.synthesize import run
+    from phi1.synthesize.stage import run
 
     run(_config("synthesize", params, _unsafe_guard("synthesize", overrides, unsafe_guard)), filtered=filtered,
         textbook_out=textbook, exercises_out=exercises, metrics_path=metrics)
@@ -260,7 +260,7 @@ def decontaminate_cmd(
     metrics: Annotated[Path, typer.Option(help="Metrics JSON: removed counts at tau, similar tasks, timings.")] = Path("metrics/decontaminate.json"),
 ) -> None:
     """Prune items similar to HumanEval/MBPP (13-gram, embedding and AST match) at tau; report a tau sweep."""
-    from phi1.decontaminate import run
+    from phi1.decontaminate.stage import run
 
     run(_config("decontaminate", params, overrides),
         datasets={"filtered": filtered, "textbook": textbook, "exercises": exercises},
@@ -283,7 +283,7 @@ def tokenize_cmd(
     metrics: Annotated[Path, typer.Option(help="Metrics JSON: documents, tokens, sequences per split.")] = Path("metrics/tokenize.json"),
 ) -> None:
     """Train a byte-level BPE (or load a tokenizer dir) and pack token shards with a held-out split."""
-    from phi1.train.tokenize import run
+    from phi1.tokenize.stage import run
 
     run(_config("tokenize", params, overrides), pretrain_inputs=pretrain_input or None, finetune_input=finetune_input,
         tokenizer_out=tokenizer, pretrain_out=pretrain_out, finetune_out=finetune_out, metrics_path=metrics)
@@ -302,7 +302,7 @@ def pretrain_cmd(
     plots: Annotated[Path, typer.Option(help="Folder for train.csv, val.csv (dvc plots) and loss.png.")] = Path("plots/pretrain"),
 ) -> None:
     """Pretrain PhiForCausalLM with Accelerate (resumes from the last checkpoint); export phi-1-base."""
-    from phi1.train.pretrain import run
+    from phi1.pretrain.stage import run
 
     run(_config("pretrain", params, overrides), tokens=tokens, tokenizer=tokenizer, out=out, state_dir=state,
         metrics_path=metrics, plots_dir=plots)
@@ -321,7 +321,7 @@ def finetune_cmd(
     plots: Annotated[Path, typer.Option(help="Folder for train.csv, val.csv (dvc plots) and loss.png.")] = Path("plots/finetune"),
 ) -> None:
     """Finetune the base model on CodeExercises (loss on solutions by default); export phi-1."""
-    from phi1.train.finetune import run
+    from phi1.finetune.stage import run
 
     run(_config("finetune", params, overrides), tokens=tokens, base=base, out=out, state_dir=state,
         metrics_path=metrics, plots_dir=plots)
@@ -354,8 +354,10 @@ def evaluate_execute_cmd(
     """Run each sample's program in the sandbox; print one JSON object (pass@k) on stdout."""
     import json
 
-    from phi1.evaluate import benchmarks
-    from phi1.evaluate.execute import check_limits, parse_ks, progress_bar, read_samples, score, write_results
+    from phi1.engines import benchmarks
+    from phi1.evaluate.execute import parse_ks, read_samples, score, write_results
+    from phi1.engines.progress import progress_bar
+    from phi1.engines.sandbox import check_limits
 
     check_limits(timeout, workers, memory_bytes)
     ks = parse_ks(k)
@@ -387,9 +389,9 @@ def evaluate_generate_cmd(
     """Generate completions of benchmark prompts with any local HF causal LM; print a JSON summary."""
     import json
 
-    from phi1.evaluate import benchmarks
-    from phi1.evaluate.execute import progress_bar
-    from phi1.evaluate.generate import generate, load_model, write_samples
+    from phi1.engines import benchmarks
+    from phi1.engines.progress import progress_bar
+    from phi1.engines.generation import generate, load_model, write_samples
 
     if limit is not None and limit < 1:
         raise Phi1Error("--limit must be positive")
@@ -431,7 +433,7 @@ def register_cmd(
     lock: Annotated[Path, typer.Option(help="dvc.lock, for the DVC hash of every upstream output.")] = Path("dvc.lock"),
 ) -> None:
     """Register the checkpoints as model versions (alias `challenger`) with lineage tags and record the gates; `champion` moves only with `phi1 promote` (or register.promote: try|require)."""
-    from phi1.register import run
+    from phi1.register.stage import run
 
     run(_config("register", params, overrides), metrics_path=metrics, params_path=params, lock_path=lock,
         eval_path=eval_metrics, probe_path=probe, validation_path=validation, contamination_path=contamination)
@@ -440,7 +442,7 @@ def register_cmd(
 def _print_decision(decision) -> None:
     from rich.console import Console
 
-    from phi1.registry import gate_table
+    from phi1.engines.model_registry import gate_table
 
     Console(width=max(Console().width, 120)).print(gate_table(decision))
 
@@ -455,7 +457,7 @@ def promote_cmd(
     overrides: SetOpt = None,
 ) -> None:
     """Gate a model version against the `champion`; move `champion` to it if every gate passes (exit 1 if not, with one line per refusing gate)."""
-    from phi1.registry import promote, refusals
+    from phi1.engines.model_registry import promote, refusals
 
     decision = promote(_config("register", params, overrides), model, version, dry_run, named=version is not None)
     _print_decision(decision)
@@ -475,7 +477,7 @@ def rollback_cmd(
     overrides: SetOpt = None,
 ) -> None:
     """Return `champion` to the version that held it before the current one."""
-    from phi1.registry import rollback
+    from phi1.engines.model_registry import rollback
 
     decision = rollback(model or _config("register", params, overrides).model_name)
     typer.echo(f"{decision.model}: champion v{decision.previous_champion} -> v{decision.version}")
@@ -613,7 +615,7 @@ def probe_score_cmd(
     """Run each completion headless (Xvfb + sandbox); print one JSON object: n_probes, pass_rate, api_validity, by_library, isolation."""
     import json
 
-    from phi1.evaluate.execute import progress_bar
+    from phi1.engines.progress import progress_bar
     from phi1.probe.score import probe_sandbox, read_samples, score, write_results
     from phi1.probe.suite import load_suite
 
@@ -654,8 +656,8 @@ PresetArg = Annotated[str, typer.Argument(help="Preset name, e.g. phi-1 or phi-1
 @user_errors
 def preset_list_cmd(presets: PresetsOpt = Path("pipelines")) -> None:
     """Print each preset's name and title."""
-    from phi1.preset import describe as preset_title
-    from phi1.preset import list_presets
+    from phi1.pipeline_presets import describe as preset_title
+    from phi1.pipeline_presets import list_presets
 
     for name in list_presets(presets):
         typer.echo(f"{name}\t{preset_title(name, presets)}")
@@ -665,7 +667,7 @@ def preset_list_cmd(presets: PresetsOpt = Path("pipelines")) -> None:
 @user_errors
 def preset_show_cmd(name: PresetArg, params: ParamsOpt = Path("params.yaml"), presets: PresetsOpt = Path("pipelines")) -> None:
     """Print the params that `phi1 preset use NAME` would write (the preset merged over --params)."""
-    from phi1.preset import dump, merged
+    from phi1.pipeline_presets import dump, merged
 
     typer.echo(dump(merged(name, params, presets)).rstrip())
 
@@ -679,7 +681,7 @@ def preset_use_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would change; write nothing.")] = False,
 ) -> None:
     """Merge the preset over --params, validate every stage, write it atomically; print the changed keys."""
-    from phi1.preset import use
+    from phi1.pipeline_presets import use
 
     diff = use(name, params, presets, dry_run)
     for key, old, new in diff:
@@ -700,7 +702,7 @@ def _flow(v) -> str:
 @user_errors
 def preset_exp_args_cmd(name: PresetArg, params: ParamsOpt = Path("params.yaml"), presets: PresetsOpt = Path("pipelines")) -> None:
     """Print the preset as `-S key=value` overrides, shell-quoted: eval "dvc exp run $(phi1 preset exp-args NAME)"."""
-    from phi1.preset import exp_args, shell_line
+    from phi1.pipeline_presets import exp_args, shell_line
 
     typer.echo(shell_line(exp_args(name, params, presets)))
 

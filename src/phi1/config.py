@@ -293,7 +293,7 @@ class SynthesizeConfig:
     seed: int = 1234
     """Seed of the topic, audience and function-name draws; each record stores its own request seed."""
     topics_file: Optional[str] = None
-    """Text file of topics, one per line; null uses the packaged list (phi1/data/synthesize/topics.txt)."""
+    """Text file of topics, one per line; null uses the packaged list (phi1/synthesize/data/topics.txt)."""
     audiences_file: Optional[str] = None
     """Text file of target audiences, one per line; null uses the packaged list."""
     function_names_file: Optional[str] = None

@@ -70,7 +70,7 @@ def model_rows(model: str, limit: int = 20) -> list[dict[str, Any]]:
     from mlflow.exceptions import MlflowException
 
     from phi1.errors import Phi1Error
-    from phi1.registry import client
+    from phi1.engines.model_registry import client
 
     c = client()
     try:

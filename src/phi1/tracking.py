@@ -28,7 +28,7 @@ a stage that exits 0 must be complete. A failed stage is what DVC understands: i
 dvc.lock as it was and reruns the stage on the next `dvc repro`, so DVC and MLflow agree
 that the stage did not finish. What the stage wrote before the failure stays on disk
 (phi1.io writes folders whole or not at all). The training stages are the exception
-(phi1.train.track): they keep every metric in CSV files, warn, and exit 0.
+(phi1.engines.training.track): they keep every metric in CSV files, warn, and exit 0.
 
 A run that could not be closed (the server was gone) is written to a small record per
 tracking URI in the user cache (`$XDG_CACHE_HOME/phi1/tracking-<hash>.jsonl`, so DVC's
@@ -219,7 +219,7 @@ def setup(experiment: str | None = None, artifact_root: str | Path = DEFAULT_ART
 
 def _pending_path(uri: str) -> Path:
     """The record of runs left open on `uri`, in the user cache (like the promotion lock in
-    phi1.registry): DVC's temporary experiment workspaces share it."""
+    phi1.engines.model_registry): DVC's temporary experiment workspaces share it."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())  # a relative path: per project
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from phi1.io import write_shards
-from phi1.synthesize import EXERCISES_SCHEMA, TEXTBOOK_SCHEMA
+from phi1.synthesize.stage import EXERCISES_SCHEMA, TEXTBOOK_SCHEMA
 
 _CHECK = re.compile(r"check\((\w+)\)\s*$")
 
@@ -66,7 +66,7 @@ def disguise(code: str, entry: str) -> tuple[str, str, str]:
 
 
 def planted_humaneval() -> list[dict]:
-    from phi1.evaluate.benchmarks import load
+    from phi1.engines.benchmarks import load
 
     rows = []
     for task in load("humaneval"):

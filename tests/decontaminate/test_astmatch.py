@@ -5,7 +5,7 @@ import pytest
 import zss
 
 from phi1.decontaminate.astmatch import match_rate, module_functions, normalise, sequence_bound, ted
-from phi1.evaluate.benchmarks import load
+from phi1.engines.benchmarks import load
 from tests.decontaminate.conftest import disguise
 
 

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from phi1.config import load_stage_config
-from phi1.synthesize import EXERCISES_SCHEMA, TEXTBOOK_SCHEMA
-from phi1.validate import validate
+from phi1.synthesize.stage import EXERCISES_SCHEMA, TEXTBOOK_SCHEMA
+from phi1.validate.stage import validate
 from tests.conftest import REPO
 from tests.decontaminate.conftest import stdlib_exercises, textbook_rows, write
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from phi1.cli import app
 from phi1.errors import Phi1Error
-from phi1.evaluate import benchmarks
+from phi1.engines import benchmarks
 from phi1.evaluate.execute import parse_ks, read_samples, score
 from tests.no_namespaces import run_without_namespaces
 

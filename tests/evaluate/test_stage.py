@@ -13,7 +13,7 @@ from phi1.cli import app
 from phi1.config import ConfigError, EvaluateConfig, load_stage_config
 from phi1.errors import Phi1Error
 from phi1.evaluate import run
-from tests.evaluate.conftest import build_tiny_model
+from tests.engines.conftest import build_tiny_model
 from tests.no_namespaces import run_without_namespaces
 
 

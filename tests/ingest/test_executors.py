@@ -22,7 +22,7 @@ from phi1.cli import app
 from phi1.config import IngestConfig, RayExecutorConfig, SlurmExecutorConfig, SourceConfig, load_stage_config
 from phi1.errors import Phi1Error
 from phi1.ingest.executors import QuietExecutor, SlurmExecutor, build_executor, slurm_env_command
-from phi1.ingest.pipeline import execute, plan_sources
+from phi1.ingest.stage import execute, plan_sources
 from phi1.io import read_table
 
 SLURM = SlurmExecutorConfig(partition="cpu", time="02:00:00", cpus_per_task=2, mem_per_cpu_gb=3, qos="high",

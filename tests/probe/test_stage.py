@@ -13,7 +13,7 @@ from phi1.config import ProbeConfig
 from phi1.errors import Phi1Error
 from phi1.probe import run
 from phi1.probe.suite import load_suite
-from tests.evaluate.conftest import build_tiny_model
+from tests.engines.conftest import build_tiny_model
 from tests.no_namespaces import run_without_namespaces
 
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from phi1.evaluate.sandbox import Sandbox
+from phi1.engines.sandbox import Sandbox
 from phi1.probe.xvfb import xvfb
 
 pytestmark = pytest.mark.gui

@@ -2,7 +2,8 @@ import ast
 
 import pytest
 
-from phi1.synthesize.exercise import doctest_asserts, exercise_from_source, parses, python_blocks
+from phi1.synthesize.exercise import doctest_asserts, exercise_from_source, parses
+from phi1.engines.markdown import python_blocks
 from tests.synthesize.conftest import EXTRA
 
 

@@ -4,7 +4,7 @@ import numpy as np
 
 from phi1.io import iter_rows
 from phi1.synthesize import extractive as ex
-from phi1.synthesize.exercise import python_blocks
+from phi1.engines.markdown import python_blocks
 from phi1.synthesize.lists import Lists
 
 

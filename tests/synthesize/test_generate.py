@@ -13,7 +13,7 @@ import pytest
 from phi1.config import SynthesizeConfig
 from phi1.errors import Phi1Error
 from phi1.io import read_table
-from phi1.synthesize import run
+from phi1.synthesize.stage import run
 from phi1.synthesize.exercise import Exercise
 from phi1.synthesize.generate import (
     TransformersGenerator,

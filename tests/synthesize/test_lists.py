@@ -11,7 +11,7 @@ def test_packaged_lists_ship_and_cover_the_basics():
         assert must in lists.topics
     assert all(n.isidentifier() for n in lists.function_names)
     # Package data: found through importlib.resources inside the phi1 package.
-    assert default_list_path("topics").parts[-3:] == ("data", "synthesize", "topics.txt")
+    assert default_list_path("topics").parts[-3:] == ("synthesize", "data", "topics.txt")
 
 
 def test_custom_list_skips_comments_blanks_and_repeats(tmp_path):

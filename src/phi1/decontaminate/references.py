@@ -3,7 +3,7 @@
     refs = load_references(("humaneval", "mbpp"))    # 164 + 500 Reference objects
     refs[0].task_id, refs[0].text, refs[0].tree       # 'HumanEval/0', prompt + solution, its AST
 
-Tasks come from phi1.evaluate.benchmarks (the same loader the evaluation uses). For the
+Tasks come from phi1.engines.benchmarks (the same loader the evaluation uses). For the
 AST detector each task is reduced to its entry-point function: HumanEval's `entry_point`
 (prompt + canonical solution), MBPP's function that the first test calls (reference
 code). The n-gram and embedding detectors see the whole task text: HumanEval prompt +
@@ -47,7 +47,7 @@ def _mbpp_entry(test: str, code_tree: ast.Module) -> Optional[str]:
 
 def load_references(benchmarks: Sequence[str]) -> list[Reference]:
     """HumanEval (all 164) and/or the MBPP test split (task ids 11-510), in task order."""
-    from phi1.evaluate.benchmarks import load
+    from phi1.engines.benchmarks import load
 
     out: list[Reference] = []
     for bench in benchmarks:

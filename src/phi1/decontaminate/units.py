@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from phi1.decontaminate.astmatch import Tree, module_functions
-from phi1.synthesize.exercise import python_blocks
+from phi1.engines.markdown import python_blocks
 
 DATASETS = ("filtered", "textbook", "exercises")
 COLUMNS = {"filtered": ["content"], "textbook": ["text"], "exercises": ["prompt", "solution"]}

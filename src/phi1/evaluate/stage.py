@@ -28,11 +28,13 @@ from typing import Optional, Sequence
 
 from phi1.config import EvaluateConfig
 from phi1.errors import Phi1Error
-from phi1.evaluate import benchmarks
-from phi1.evaluate.execute import Scored, open_sandbox, progress_bar, score, write_results
-from phi1.evaluate.generate import generate, load_model, write_samples
-from phi1.evaluate.passk import pass_at_k
-from phi1.evaluate.solution_loss import SolutionLoss, solution_loss
+from phi1.engines import benchmarks
+from phi1.evaluate.execute import Scored, score, write_results
+from phi1.engines.progress import progress_bar
+from phi1.engines.sandbox import open_sandbox
+from phi1.engines.generation import generate, load_model, write_samples
+from phi1.engines.passk import pass_at_k
+from phi1.engines.solution_loss import SolutionLoss, solution_loss
 from phi1.io import atomic_dir, write_json
 
 

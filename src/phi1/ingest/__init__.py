@@ -5,9 +5,9 @@
 
 Modules: sources (listing, safe reads), readers (datatrove readers per source kind),
 stackoverflow (answers' code blocks), filters (datatrove BaseFilters, one per drop
-reason), dedup (exact + MinHash near duplicates), pipeline (the stage's `run`).
+reason), dedup (exact + MinHash near duplicates), stage (the stage's `run`).
 """
 
-from phi1.ingest.pipeline import RAW_SCHEMA, doc_id, run
+from phi1.ingest.stage import run
 
-__all__ = ["run", "doc_id", "RAW_SCHEMA"]
+__all__ = ["run"]

@@ -22,7 +22,7 @@
 
 Every executor writes the same per-task stats and completion markers, so the stage
 checks completeness and drop counts the same way afterwards (`missing_ranks`,
-`phi1.ingest.pipeline.datatrove_drop_counts`).
+`phi1.ingest.stage.datatrove_drop_counts`).
 """
 
 from __future__ import annotations

@@ -10,12 +10,6 @@ a completion exist in the installed library), xvfb (a private X display), score
 MLflow evaluations).
 """
 
-
-def run(*args, **kwargs):
-    """The `probe` stage (`phi1.probe.stage.run`), imported on first use."""
-    from phi1.probe.stage import run as stage_run
-
-    return stage_run(*args, **kwargs)
-
+from phi1.probe.stage import run
 
 __all__ = ["run"]

@@ -12,7 +12,7 @@ timing out: a wrong answer still `runs`), `api_chains`/`api_valid` (library attr
 chains used and how many exist, see apivalidity) and `isolation`. The summary: n_probes,
 pass_rate, api_validity (valid / counted chains over all samples; null when none were
 counted), the same per library, and `isolation` (namespaces, or guard where
-`unsafe_guard` allowed it; see phi1.evaluate.execute.open_sandbox).
+`unsafe_guard` allowed it; see phi1.engines.sandbox.open_sandbox).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 from phi1.errors import Phi1Error
-from phi1.evaluate.execute import open_sandbox
-from phi1.evaluate.sandbox import Sandbox
+from phi1.engines.sandbox import open_sandbox
+from phi1.engines.sandbox import Sandbox
 from phi1.io import atomic_file
 from phi1.probe.apivalidity import api_chains
 from phi1.probe.suite import Probe

@@ -4,7 +4,7 @@ headless in the sandbox, score them, and log one MLflow evaluation per checkpoin
     phi1 probe run --out reports/probe --metrics metrics/probe.json   # params: `probe`
     dvc repro probe
 
-Generation is the evaluate stage's (`phi1.evaluate.generate`, greedy). Writes
+Generation is the evaluate stage's (`phi1.engines.generation`, greedy). Writes
 `<out>/<checkpoint>/{samples,results}.jsonl` and `summary.json`, and
 `metrics/probe.json` = {checkpoint: {"pass_rate", "api_validity", "by_library":
 {library: {...}}}} for `dvc metrics`. In MLflow the stage run holds one nested run per
@@ -24,9 +24,9 @@ from pathlib import Path
 
 from phi1.config import ProbeConfig
 from phi1.errors import Phi1Error
-from phi1.evaluate.benchmarks import Task
-from phi1.evaluate.execute import progress_bar
-from phi1.evaluate.generate import generate, load_model, write_samples
+from phi1.engines.benchmarks import Task
+from phi1.engines.progress import progress_bar
+from phi1.engines.generation import generate, load_model, write_samples
 from phi1.io import atomic_dir, write_json
 from phi1.probe.score import ProbeScore, probe_sandbox, score, write_results
 from phi1.probe.suite import Probe, load_suite

@@ -6,7 +6,7 @@
 
 Only exercises whose docstring carries examples have something to run; the caller keeps an
 exercise when its verdict is `passed` and counts the others as `examples_<verdict>`.
-The sandbox (phi1.evaluate.sandbox) owns everything dangerous; this module only fans out.
+The sandbox (phi1.engines.sandbox) owns everything dangerous; this module only fans out.
 It fails closed: without namespaces it runs nothing unless `unsafe_guard` allows the guard.
 """
 
@@ -15,13 +15,13 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from phi1.evaluate.sandbox import Sandbox
+from phi1.engines.sandbox import Sandbox
 
 
 def check_sandbox(workers: int = 2, unsafe_guard: bool = False) -> Sandbox:
     """The sandbox of the checks (a context manager); without namespaces, a one-line
     SandboxUnavailable unless `unsafe_guard` (synthesize.unsafe_guard)."""
-    from phi1.evaluate.execute import open_sandbox
+    from phi1.engines.sandbox import open_sandbox
 
     return open_sandbox(workers, unsafe_guard=unsafe_guard, param="synthesize.unsafe_guard")
 

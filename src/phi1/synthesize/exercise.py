@@ -16,13 +16,11 @@ from __future__ import annotations
 import ast
 import builtins
 import doctest
-import re
 import symtable
 import textwrap
 from dataclasses import dataclass
 
 BUILTIN_NAMES = frozenset(dir(builtins))
-FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -36,11 +34,6 @@ class Exercise:
     def program(self) -> str:
         """What the sandbox runs: the function, then its example asserts."""
         return f"{self.prompt}{self.solution}\n\n{self.tests}\n" if self.tests else f"{self.prompt}{self.solution}\n"
-
-
-def python_blocks(text: str) -> list[str]:
-    """The code of each fenced ```python block of a markdown text, in order."""
-    return [m.group(1) for m in FENCE.finditer(text or "")]
 
 
 def parses(code: str) -> bool:
@@ -223,7 +216,6 @@ def _operand(node: ast.expr) -> str:
 
 __all__ = [
     "Exercise",
-    "python_blocks",
     "parses",
     "find_function",
     "import_bindings",

@@ -7,7 +7,7 @@ and the parsing of the answers into textbook sections and exercises.
     section = parse_textbook(texts[0])    # markdown text, or a drop reason
     ex = parse_exercise(texts[1], "count_vowels")   # Exercise, or a drop reason
 
-The openai backend goes through phi1.llm.ChatClient: bounded concurrency, retries, and a
+The openai backend goes through phi1.engines.llm.ChatClient: bounded concurrency, retries, and a
 response cache written as each answer arrives, so a run of a million requests that is
 interrupted resumes where it stopped (finished requests are read from the cache).
 """
@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from phi1.errors import Phi1Error
-from phi1.synthesize.exercise import Exercise, exercise_from_source, python_blocks
+from phi1.synthesize.exercise import Exercise, exercise_from_source
+from phi1.engines.markdown import python_blocks
 from phi1.synthesize.lists import Request
 
 Messages = list[dict[str, str]]
@@ -89,7 +90,7 @@ def parse_exercise(answer: Optional[str], function_name: str) -> Exercise | str:
 
 
 class OpenAIGenerator:
-    """Chat completions through the shared LLM client (phi1.llm), one request per record.
+    """Chat completions through the shared LLM client (phi1.engines.llm), one request per record.
 
     Each request carries its own `seed` in the body, so it is the same request (and the same
     cache entry) on every run, and two requests with the same topic, audience and name still
@@ -97,7 +98,7 @@ class OpenAIGenerator:
     as single-request calls from `concurrency` threads."""
 
     def __init__(self, cfg: Any, progress: bool = True) -> None:
-        from phi1.llm import ChatClient
+        from phi1.engines.llm import ChatClient
 
         self.cfg = cfg
         self.model = cfg.model

@@ -1,6 +1,6 @@
 """The diversity lists (topics, audiences, function names) and the seeded request draws.
 
-    topics = load_list(None, "topics")              # packaged phi1/data/synthesize/topics.txt
+    topics = load_list(None, "topics")              # packaged phi1/synthesize/data/topics.txt
     reqs = draw_requests("exercise", 100, lists, seed=1234, max_per_name=1)
 
 phi-1 made its synthetic data diverse by putting a randomly drawn topic and target
@@ -42,7 +42,7 @@ class Request:
 
 
 def default_list_path(name: str) -> Path:
-    return Path(str(resources.files("phi1") / "data" / "synthesize" / f"{name}.txt"))
+    return Path(str(resources.files("phi1.synthesize") / "data" / f"{name}.txt"))
 
 
 def load_list(path: str | Path | None, name: str) -> tuple[str, ...]:

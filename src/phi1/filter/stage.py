@@ -1,0 +1,423 @@
+"""`phi1 filter`: the phi-1 paper's quality classifier.
+
+    phi1 filter                                   # params.yaml section `filter`
+    phi1 filter -S filter.threshold=null -S filter.top_fraction=0.3
+
+The paper had GPT-4 rate ~100k files for "educational value for a student whose goal is
+to learn basic coding concepts", then trained a random forest on a pretrained code
+model's embeddings to predict that rating for every file. Here:
+
+1. embed every file of data/raw (phi1.engines.embed; the annotated files are a subset of it);
+2. hold out `test_fraction` of the annotations (stratified) and report precision, recall,
+   F1 (label 1, at probability 0.5) and ROC-AUC of a forest trained on the rest;
+3. refit the forest on all annotations (the model that is saved and used, as recorded in
+   metrics `refit`), score every file (quality_score = P(label 1));
+4. keep files with quality_score >= threshold, or the top `top_fraction` of them.
+
+Outputs: the kept rows of data/raw plus `quality_score`; models/quality (classifier.skops
++ feature_spec.json, enough to score new files with `load_quality_model`); the metrics
+JSON; a kept-vs-dropped histogram (PNG + CSV). Everything goes to one MLflow run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from phi1.config import FilterConfig
+from phi1.engines.embed import Embedder, load_embedder
+from phi1.errors import Phi1Error
+from phi1.io import atomic_file, check_output, outputs, shard_files, write_shards
+
+MIN_ANNOTATIONS = 10
+"""Fewer rated files than this cannot train and evaluate a classifier meaningfully."""
+SHARD_SIZE = 2000
+"""Rows per output parquet shard (as ingest writes data/raw)."""
+CLASSIFIER_FILE = "classifier.skops"
+SPEC_FILE = "feature_spec.json"
+# skops refuses to load types it has not been told to trust; a forest's node storage is
+# one of them. We only load files this stage wrote (see skops' own note on this type).
+SKOPS_TRUSTED = ["sklearn.tree._tree.Tree"]
+HIST_BINS = 20
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class Annotations:
+    ids: list[str]
+    labels: np.ndarray  # (n,) int64 in {0, 1}
+    scores: np.ndarray | None  # (n,) float64, for messages only
+
+
+def read_annotations(path: Path) -> Annotations:
+    """The id and label columns of data/annotations, checked for what training needs."""
+    files = _shards(path, "annotations")
+    schema = pq.read_schema(files[0])
+    for col in ("id", "label"):
+        if col not in schema.names:
+            raise Phi1Error(f"annotations {path}: missing column {col!r} (has {', '.join(schema.names)})")
+    cols = ["id", "label"] + (["score"] if "score" in schema.names else [])
+    table = pa.concat_tables([pq.read_table(f, columns=cols) for f in files])
+    ids = table.column("id").to_pylist()
+    labels_raw = table.column("label").to_pylist()
+    scores = np.asarray(table.column("score").to_pylist(), dtype=np.float64) if "score" in cols else None
+    n = len(ids)
+    if n < MIN_ANNOTATIONS:
+        raise Phi1Error(
+            f"annotations {path}: {n} rated files, need at least {MIN_ANNOTATIONS} to train the classifier "
+            "(raise annotate.sample_size)"
+        )
+    bad = [v for v in labels_raw if v not in (0, 1)]
+    if bad:
+        raise Phi1Error(f"annotations {path}: label must be 0 or 1, found {bad[0]!r} ({len(bad)} such rows)")
+    dups = [i for i, c in Counter(ids).items() if c > 1]
+    if dups:
+        raise Phi1Error(f"annotations {path}: {n - len(set(ids))} duplicate ids (e.g. {dups[0]})")
+    labels = np.asarray(labels_raw, dtype=np.int64)
+    counts = np.bincount(labels, minlength=2)
+    if counts.min() == 0:
+        only = int(labels[0])
+        rng = f"; scores range {scores.min():.3f}..{scores.max():.3f}" if scores is not None else ""
+        raise Phi1Error(
+            f"annotations {path}: all {n} rated files have label {only}, the classifier needs both classes; "
+            f"adjust annotate.label_threshold{rng}"
+        )
+    if counts.min() < 2:
+        minority = int(np.argmin(counts))
+        raise Phi1Error(
+            f"annotations {path}: only {counts.min()} file(s) with label {minority}; a stratified held-out split "
+            "needs at least 2 per class (adjust annotate.label_threshold or raise annotate.sample_size)"
+        )
+    return Annotations(ids=ids, labels=labels, scores=scores)
+
+
+def _shards(path: Path, what: str) -> list[Path]:
+    try:
+        files = shard_files(path)
+    except FileNotFoundError:
+        raise Phi1Error(f"{what} dataset not found: {path}") from None
+    if not files:
+        raise Phi1Error(f"{what} dataset has no parquet shards: {path}")
+    return files
+
+
+def read_raw_ids(raw: Path) -> list[str]:
+    files = _shards(raw, "raw")
+    names = pq.read_schema(files[0]).names
+    for col in ("id", "content"):
+        if col not in names:
+            raise Phi1Error(f"raw {raw}: missing column {col!r} (has {', '.join(names)})")
+    return [i for f in files for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()]
+
+
+def embed_dataset(raw: Path, embedder: Embedder, progress: bool = True) -> np.ndarray:
+    """(n_rows, dim) embeddings of every file in raw, in shard order; one shard in memory at a time."""
+    files = _shards(raw, "raw")
+    parts = []
+    for i, f in enumerate(files):
+        texts = pq.read_table(f, columns=["content"]).column("content").to_pylist()
+        desc = f"embed {i + 1}/{len(files)}" if len(files) > 1 else "embed"
+        parts.append(embedder.embed(texts, progress=progress, desc=desc))
+    return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- model
+
+
+def make_forest(cfg: FilterConfig):
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(
+        n_estimators=cfg.n_estimators, max_depth=cfg.max_depth, random_state=cfg.seed, n_jobs=-1
+    )
+
+
+def held_out_metrics(cfg: FilterConfig, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Train on a stratified split of the annotations, score the held-out part."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+    from sklearn.model_selection import train_test_split
+
+    try:
+        X_tr, X_te, y_tr, y_te = train_test_split(
+            X, y, test_size=cfg.test_fraction, stratify=y, random_state=cfg.seed
+        )
+    except ValueError as exc:  # test or train part smaller than the number of classes
+        raise Phi1Error(
+            f"filter.test_fraction={cfg.test_fraction}: cannot split {len(y)} annotations ({exc}); "
+            "change filter.test_fraction or annotate more files"
+        ) from None
+    for part, labels in (("held-out", y_te), ("training", y_tr)):
+        if len(np.unique(labels)) < 2:
+            raise Phi1Error(
+                f"the {part} split ({len(labels)} files, filter.test_fraction={cfg.test_fraction}) has only label "
+                f"{int(labels[0])}; change filter.test_fraction or annotate more files"
+            )
+    clf = make_forest(cfg).fit(X_tr, y_tr)
+    proba = clf.predict_proba(X_te)[:, list(clf.classes_).index(1)]
+    pred = (proba >= 0.5).astype(np.int64)
+    return {
+        "precision": float(precision_score(y_te, pred, zero_division=0)),
+        "recall": float(recall_score(y_te, pred, zero_division=0)),
+        "f1": float(f1_score(y_te, pred, zero_division=0)),
+        "roc_auc": float(roc_auc_score(y_te, proba)),
+        "accuracy": float(accuracy_score(y_te, pred)),
+        "n_train": int(len(y_tr)),
+        "n_test": int(len(y_te)),
+    }
+
+
+def positive_proba(clf, X: np.ndarray) -> np.ndarray:
+    """P(label 1) per row, float64 in [0, 1]."""
+    if len(X) == 0:
+        return np.zeros(0, dtype=np.float64)
+    return clf.predict_proba(X)[:, list(clf.classes_).index(1)].astype(np.float64)
+
+
+def keep_mask(scores: np.ndarray, cfg: FilterConfig) -> tuple[np.ndarray, float]:
+    """(boolean mask of kept files, the lowest score that is kept)."""
+    if cfg.threshold is not None:
+        return scores >= cfg.threshold, float(cfg.threshold)
+    k = min(len(scores), max(1, round(cfg.top_fraction * len(scores)))) if len(scores) else 0
+    # Stable sort on -score: among equal scores the earlier file wins, so reruns agree.
+    order = np.argsort(-scores, kind="stable")
+    mask = np.zeros(len(scores), dtype=bool)
+    mask[order[:k]] = True
+    return mask, float(scores[order[k - 1]]) if k else 1.0
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def write_filtered(raw: Path, out: Path, scores: np.ndarray, mask: np.ndarray) -> int:
+    """Every raw column of the kept rows plus quality_score, streamed shard by shard into
+    the (staged, empty) folder `out`."""
+    files = _shards(raw, "raw")
+    schema = pq.read_schema(files[0]).append(pa.field("quality_score", pa.float64()))
+    schema = schema.remove_metadata()
+
+    def rows():
+        offset = 0
+        for f in files:
+            table = pq.read_table(f)
+            n = table.num_rows
+            s = scores[offset : offset + n]
+            m = mask[offset : offset + n]
+            offset += n
+            if not m.any():
+                continue
+            table = table.append_column("quality_score", pa.array(s, pa.float64())).filter(pa.array(m))
+            yield from table.to_pylist()
+
+    return write_shards(out, rows(), shard_size=SHARD_SIZE, schema=schema)
+
+
+def save_model(model_dir: Path, clf, spec: dict[str, Any]) -> None:
+    """The classifier and its feature spec, into the (staged, empty) folder `model_dir`."""
+    import skops.io as sio
+
+    sio.dump(clf, model_dir / CLASSIFIER_FILE)
+    (model_dir / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+
+
+def histogram(scores: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    edges = np.linspace(0.0, 1.0, HIST_BINS + 1)
+    kept, _ = np.histogram(scores[mask], bins=edges)
+    dropped, _ = np.histogram(scores[~mask], bins=edges)
+    return edges, kept, dropped
+
+
+def write_plots(plots_dir: Path, scores: np.ndarray, mask: np.ndarray, cutoff: float, rule: str) -> Path:
+    """scores_hist.png (kept vs dropped, stacked) and scores_hist.csv (the same counts, for `dvc plots`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edges, kept, dropped = histogram(scores, mask)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    width = edges[1] - edges[0]
+    ax.bar(edges[:-1], dropped, width=width, align="edge", color="#bbbbbb", edgecolor="white", label=f"dropped ({(~mask).sum()})")
+    ax.bar(edges[:-1], kept, width=width, align="edge", bottom=dropped, color="#2b7bba", edgecolor="white", label=f"kept ({mask.sum()})")
+    ax.axvline(cutoff, color="#d62728", linestyle="--", linewidth=1, label=f"{rule} cutoff {cutoff:.3f}")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("quality_score (P educational)")
+    ax.set_ylabel("files")
+    ax.set_title("phi1 filter: quality scores of all files")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    png = plots_dir / "scores_hist.png"
+    with atomic_file(png, "wb") as fh:
+        fh.write(buf.getvalue())
+    with atomic_file(plots_dir / "scores_hist.csv") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["bin_start", "bin_end", "kept", "dropped"])
+        for lo, hi, k, d in zip(edges[:-1], edges[1:], kept, dropped):
+            w.writerow([f"{lo:.2f}", f"{hi:.2f}", int(k), int(d)])
+    return png
+
+
+def _mean(x: np.ndarray) -> float | None:
+    return float(x.mean()) if len(x) else None
+
+
+# --------------------------------------------------------------------------- stage
+
+
+def run(
+    cfg: FilterConfig, raw: Path, annotations: Path, out: Path, model_dir: Path,
+    metrics_path: Path, plots_dir: Path, progress: bool = True,
+) -> dict[str, Any]:
+    """Train, evaluate and apply the quality classifier; return the metrics written."""
+    import mlflow
+    import sklearn
+    import skops
+
+    from phi1.tracking import stage_run, tracked_metrics
+
+    t0 = time.perf_counter()
+    raw, annotations, out = Path(raw), Path(annotations), Path(out)
+    model_dir, metrics_path, plots_dir = Path(model_dir), Path(metrics_path), Path(plots_dir)
+
+    # Every check a user can fail runs before the slow part and before an MLflow run exists.
+    ann = read_annotations(annotations)
+    raw_ids = read_raw_ids(raw)
+    row_of = {i: r for r, i in enumerate(raw_ids)}
+    missing = [i for i in ann.ids if i not in row_of]
+    if missing:
+        raise Phi1Error(
+            f"{len(missing)} of {len(ann.ids)} annotation ids are not in {raw} (e.g. {missing[0]}); "
+            "rerun annotate on this data/raw"
+        )
+    inputs = [raw, annotations]
+    for path, kind in ((out, "dir"), (model_dir, "dir"), (metrics_path, "file"), (plots_dir / "scores_hist.png", "file")):
+        check_output(path, inputs, kind)
+    embedder = load_embedder(cfg.embedding, cfg.max_tokens, cfg.batch_size, dtype=cfg.dtype)
+
+    with stage_run("filter", cfg, inputs=inputs), outputs(inputs) as staged:
+        t_embed = time.perf_counter()
+        X = embed_dataset(raw, embedder, progress=progress)
+        embed_s = time.perf_counter() - t_embed
+        X_ann = X[[row_of[i] for i in ann.ids]]
+
+        metrics: dict[str, Any] = held_out_metrics(cfg, X_ann, ann.labels)
+        # The saved model sees every annotation; the held-out numbers above estimate it.
+        clf = make_forest(cfg).fit(X_ann, ann.labels)
+        scores = positive_proba(clf, X)
+        mask, cutoff = keep_mask(scores, cfg)
+        rule = "threshold" if cfg.threshold is not None else "top_fraction"
+
+        n_kept = write_filtered(raw, staged.dir(out), scores, mask)
+        keep = {"rule": rule, rule: getattr(cfg, rule), "score_cutoff": cutoff}
+        spec = {
+            **embedder.describe(),
+            "classifier": "sklearn.ensemble.RandomForestClassifier",
+            "classifier_file": CLASSIFIER_FILE,
+            "positive_class": 1,
+            "sklearn_version": sklearn.__version__,
+            "skops_version": skops.__version__,
+            "trained_on": "all_annotations",
+            "n_fit": len(ann.ids),
+            "keep": keep,
+        }
+        save_model(staged.dir(model_dir), clf, spec)
+        png = write_plots(plots_dir, scores, mask, cutoff, rule)
+
+        metrics.update(
+            n_annotations=len(ann.ids),
+            positive_fraction=float(ann.labels.mean()),
+            refit="all_annotations",
+            n_fit=len(ann.ids),
+            n_scored=int(len(scores)),
+            n_kept=int(n_kept),
+            kept_fraction=float(n_kept / len(scores)) if len(scores) else 0.0,
+            mean_score_all=_mean(scores),
+            mean_score_kept=_mean(scores[mask]),
+            mean_score_dropped=_mean(scores[~mask]),
+            score_cutoff=cutoff,
+            embedding=cfg.embedding,
+            embedding_dim=embedder.dim,
+            embedding_dtype=embedder.dtype,
+            embed_seconds=round(embed_s, 3),
+            embed_files_per_s=round(len(scores) / embed_s, 2) if embed_s > 0 else None,
+            seconds=round(time.perf_counter() - t0, 3),
+        )
+        metrics[rule] = getattr(cfg, rule)
+        staged.json(metrics_path, tracked_metrics("filter", metrics))  # without timings: those go to MLflow
+        staged.commit()  # data, model and metrics land together, before MLflow reads them
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _is_number(v)})
+        mlflow.log_artifact(str(model_dir / SPEC_FILE), "quality_model")
+        mlflow.log_artifact(str(png), "plots")
+        mlflow.log_artifact(str(metrics_path), "metrics")
+        mlflow.sklearn.log_model(
+            clf,
+            name="quality_classifier",
+            serialization_format="skops",
+            skops_trusted_types=SKOPS_TRUSTED,
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
+            pyfunc_predict_fn="predict_proba",
+            signature=mlflow.models.infer_signature(X_ann[:5], clf.predict_proba(X_ann[:5])),
+        )
+    if n_kept == 0:
+        print(f"warning: filter kept no files ({rule}={getattr(cfg, rule)})", file=sys.stderr)
+    return metrics
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# --------------------------------------------------------------------------- reuse
+
+
+@dataclass
+class QualityModel:
+    """A trained filter loaded back from models/quality: score new files the same way."""
+
+    classifier: Any
+    spec: dict[str, Any]
+    embedder: Embedder
+
+    def score(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """quality_score (P(label 1)) of each text, float64 (n,)."""
+        return positive_proba(self.classifier, self.embedder.embed(texts, progress=progress))
+
+    def keep(self, scores: np.ndarray) -> np.ndarray:
+        """The saved keep rule applied to scores (a top fraction becomes its score cutoff)."""
+        return scores >= self.spec["keep"]["score_cutoff"]
+
+
+def load_quality_model(model_dir: Path, batch_size: int = 32) -> QualityModel:
+    import skops.io as sio
+
+    model_dir = Path(model_dir)
+    spec_path, clf_path = model_dir / SPEC_FILE, model_dir / CLASSIFIER_FILE
+    for p in (spec_path, clf_path):
+        if not p.is_file():
+            raise Phi1Error(f"quality model incomplete: {p} not found (run `phi1 filter`)")
+    spec = json.loads(spec_path.read_text())
+    clf = sio.load(clf_path, trusted=SKOPS_TRUSTED)
+    # The dtype the model was trained with, not `auto`: the same vectors on any machine that can.
+    embedder = load_embedder(spec["embedding"], spec["max_tokens"], batch_size, dtype=spec.get("dtype", "float32"))
+    if embedder.dim != spec["dim"]:
+        raise Phi1Error(f"{spec_path}: embedding {spec['embedding']!r} now has {embedder.dim} dims, model expects {spec['dim']}")
+    return QualityModel(classifier=clf, spec=spec, embedder=embedder)
+
+
+__all__ = ["run", "read_annotations", "keep_mask", "held_out_metrics", "QualityModel", "load_quality_model"]
