@@ -1,4 +1,5 @@
 import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
@@ -8,15 +9,21 @@ from phi1.config import (
     SHARED,
     STAGES,
     ConfigError,
+    EmbeddingConfig,
     FilterConfig,
     IngestConfig,
+    LLMBackendConfig,
     SourceConfig,
+    TrainingConfig,
+    _own_field_docs,
     field_docs,
     load_stage_config,
     read_params,
     to_dict,
 )
 from tests.conftest import REPO
+
+GROUPS = (TrainingConfig, LLMBackendConfig, EmbeddingConfig)
 
 
 def test_params_yaml_matches_dataclasses():
@@ -40,11 +47,60 @@ def test_a_gate_metric_with_at_sign_is_refused(tmp_path):
         load_stage_config("register", REPO / "params.yaml", ["register.gate_metrics={eval.mbpp.pass@1: higher}"])
 
 
-@pytest.mark.parametrize("cls", [*STAGES.values(), *SHARED.values(), SourceConfig], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [*STAGES.values(), *SHARED.values(), *GROUPS, SourceConfig], ids=lambda c: c.__name__)
 def test_every_field_has_a_docstring(cls):
     docs = field_docs(cls)
     missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
     assert not missing
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=lambda c: c.__name__)
+def test_a_group_is_written_once(group):
+    """Each stage composed of a group has all its keys with the group's types and docs; a
+    stage redeclares a group key only for its own default (and, rarely, a closer docstring)."""
+    users = [cls for cls in STAGES.values() if issubclass(cls, group)]
+    assert len(users) >= 2
+    group_types = typing.get_type_hints(group)
+    for cls in users:
+        types = typing.get_type_hints(cls)
+        assert {k: types[k] for k in group_types} == group_types, cls.__name__
+    group_docs = set(_own_field_docs(group).values())
+    for cls in STAGES.values():  # a group key's docstring lives in the group alone
+        assert not set(_own_field_docs(cls).values()) & group_docs, cls.__name__
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("pretrain.lr=0", "pretrain.lr must be > 0"),
+        ("finetune.lr=-1", "finetune.lr must be > 0"),
+        ("finetune.micro_batch_size=3", "finetune.global_batch_size must be a positive multiple of finetune.micro"),
+        ("pretrain.warmup_steps=1000", "pretrain.warmup_steps must be in [0, max_steps]"),
+        ("annotate.concurrency=0", "annotate.concurrency must be >= 1"),
+        ("synthesize.max_retries=-1", "synthesize.max_retries must be >= 0"),
+        ("synthesize.timeout=0", "synthesize.timeout must be > 0"),
+        ("filter.embedding=bert", "filter.embedding must be 'minilm' or 'hf:<dir>'"),
+        ("synthesize.batch_size=0", "synthesize.max_tokens and synthesize.batch_size must be >= 1"),
+        ("decontaminate.max_tokens=0", "decontaminate.max_tokens and decontaminate.batch_size must be >= 1"),
+        ("annotate.timeout=fast", "annotate.timeout: expected a number"),
+    ],
+)
+def test_a_group_check_names_the_stage_key(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_stage_config(override.split(".")[0], REPO / "params.yaml", [override])
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_per_stage_defaults_of_group_keys():
+    """Group keys whose default differs by stage keep each stage's own."""
+    stages = {name: cls() for name, cls in STAGES.items()}
+    assert (stages["filter"].max_tokens, stages["synthesize"].max_tokens, stages["decontaminate"].max_tokens) == (
+        256, 128, 128)
+    assert (stages["annotate"].model, stages["annotate"].timeout) == ("gpt-4o-mini", 60.0)
+    assert (stages["synthesize"].model, stages["synthesize"].timeout) == ("gpt-3.5-turbo", 120.0)
+    assert (stages["pretrain"].lr, stages["finetune"].lr) == (0.004, 0.001)
+    assert (stages["pretrain"].export, stages["finetune"].export) == ("last", "best")
 
 
 def _write(tmp_path: Path, data) -> Path:

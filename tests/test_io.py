@@ -1,6 +1,6 @@
 import pytest
 
-from phi1.io import MARKER, atomic_dir, atomic_file, read_table, write_shards
+from phi1.io import MARKER, atomic_dir, atomic_file, read_jsonl, read_table, write_shards
 
 
 def test_atomic_dir_keeps_previous_output_on_failure(tmp_path):
@@ -15,6 +15,18 @@ def test_atomic_dir_keeps_previous_output_on_failure(tmp_path):
             raise RuntimeError("killed")
     assert read_table(out).column("id").to_pylist() == [str(i) for i in range(5)]
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # no temp leftovers
+
+
+def test_read_jsonl_numbers_lines_and_names_a_bad_one(tmp_path):
+    p = tmp_path / "s.jsonl"
+    p.write_bytes(b'{"a": 1}\n\n[2]\n')
+    assert list(read_jsonl(p)) == [(1, {"a": 1}), (3, [2])]
+    p.write_bytes(b'{"a": 1}\n{"a": \n')
+    with pytest.raises(Phi1Error, match=r"s.jsonl line 2: not valid JSON"):
+        list(read_jsonl(p))
+    p.write_bytes(b'"\xff"\n')
+    with pytest.raises(Phi1Error, match=r"s.jsonl line 1: not UTF-8"):
+        list(read_jsonl(p))
 
 
 def test_atomic_file(tmp_path):

@@ -1,12 +1,13 @@
 """dvc.yaml, params.yaml, the CLI and the config dataclasses agree: one name per stage."""
 
 import shlex
+from pathlib import Path
 
 import yaml
 from typer.main import get_command
 
-from phi1.cli import app
-from phi1.config import STAGES
+from phi1.cli import DEFAULT_DATASETS, app
+from phi1.config import STAGES, ValidateConfig
 from tests.conftest import REPO
 
 
@@ -119,3 +120,103 @@ def test_a_stage_imports_no_other_stage():
             rel = f.relative_to(SRC / "phi1")
             owner = rel.parts[0] if len(rel.parts) > 1 else rel.name
             assert owner in {name, "engines"} | FLOOR, f"stage {name} runs {rel}, which belongs to {owner}"
+
+
+# ------------------------------------------------------------------ paths written once
+
+# Path options a stage's command reads that dvc.yaml cannot name as a dep: DVC's own files.
+NOT_IN_DVC_YAML = {
+    "--params": "params.yaml, DVC's params file: `params:` lists its keys, not the file",
+    "--lock": "dvc.lock (register's lineage tags), written by DVC itself, so no stage may depend on it",
+}
+
+
+def _stage_command(name: str, stage: dict):
+    """The click command dvc.yaml's `cmd` runs and the arguments it passes (`${<stage>.launch}` is `phi1`)."""
+    argv = shlex.split(stage["cmd"].replace(f"${{{name}.launch}}", "phi1"))[1:]
+    command = get_command(app)
+    while hasattr(command, "commands"):  # `phi1 evaluate run`: walk down the command groups
+        command = command.commands[argv.pop(0)]
+    return command, argv
+
+
+def _declared(stage: dict) -> list[str]:
+    """Every path dvc.yaml declares for a stage: deps, outs, metrics, plots."""
+    entries = [*stage.get("deps", []), *stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]
+    return [e if isinstance(e, str) else next(iter(e)) for e in entries]
+
+
+def _under(path: str, declared: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in declared)
+
+
+def test_dvc_yaml_paths_are_the_cli_defaults():
+    """dvc.yaml writes each stage's paths; the CLI's defaults (what `phi1 <stage>` run by hand
+    uses) are the same paths: every `--option value` of a stage's cmd equals that option's
+    default, and every path option the cmd leaves out defaults to a path the stage declares
+    (a dep, out, metric or plot, or a file inside one), but for DVC's own files."""
+    for name, stage in _dvc_stages().items():
+        command, argv = _stage_command(name, stage)
+        options = {o: p for p in command.params if p.param_type_name == "option" for o in p.opts}
+        passed: set[str] = set()
+        while argv:
+            arg = argv.pop(0)
+            if not arg.startswith("-"):
+                continue  # a positional argument (validate's dataset names: checked below)
+            assert arg in options, f"{name}: dvc.yaml passes {arg}, which `phi1 {name}` does not take"
+            param, value = options[arg], argv.pop(0)
+            passed.add(param.name)
+            assert str(param.default) == value, \
+                f"{name}: dvc.yaml passes {arg} {value} but the CLI default is {param.default}"
+        declared = _declared(stage)
+        for param in command.params:
+            if param.name in passed or not isinstance(param.default, Path):
+                continue
+            flag = param.opts[0]
+            if flag in NOT_IN_DVC_YAML:
+                continue
+            assert _under(str(param.default), declared), (
+                f"{name}: {flag} defaults to {param.default}, which dvc.yaml neither passes nor declares")
+
+
+def test_validate_dataset_names_are_the_cli_datasets_and_stage_deps():
+    """`phi1 validate NAME...` in dvc.yaml: each NAME's path (cli.DEFAULT_DATASETS) is a dep
+    of the stage, and every dataset the CLI knows is validated by the pipeline."""
+    stage = _dvc_stages()["validate"]
+    _, argv = _stage_command("validate", stage)
+    names = []
+    while argv and not argv[0].startswith("-"):
+        names.append(argv.pop(0))
+    assert set(names) == set(DEFAULT_DATASETS), f"dvc.yaml validates {names}; the CLI knows {list(DEFAULT_DATASETS)}"
+    for n in names:
+        assert _under(DEFAULT_DATASETS[n], stage["deps"]), f"validate: {n} = {DEFAULT_DATASETS[n]} is not a dep"
+    params = yaml.safe_load((REPO / "params.yaml").read_text()).get("validate", {})
+    assert set(params.get("datasets", ValidateConfig().datasets)) <= set(DEFAULT_DATASETS)
+
+
+def test_stage_run_has_no_path_defaults():
+    """A stage's `run()` takes its paths from its caller (the CLI, from dvc.yaml's cmd)."""
+    import importlib
+    import inspect
+
+    for name, cls in STAGES.items():
+        run = importlib.import_module(f"phi1.{name}.stage").run
+        sig = inspect.signature(run)
+        assert list(sig.parameters)[0] == "cfg" and sig.parameters["cfg"].annotation in (cls, cls.__name__), \
+            f"{name}.run: cfg is not typed {cls.__name__}"
+        defaults = {p: v.default for p, v in sig.parameters.items() if isinstance(v.default, (str, Path))}
+        assert not defaults, f"{name}.run has path defaults {defaults}: dvc.yaml writes paths, callers pass them"
+
+
+def test_the_library_never_imports_the_cli():
+    """cli.py parses arguments and calls the library; nothing below it imports it or typer."""
+    import ast
+
+    for f in (SRC / "phi1").rglob("*.py"):
+        if f == SRC / "phi1" / "cli.py":
+            continue
+        assert not any(m == "phi1.cli" or m.startswith("phi1.cli.") for m in _phi1_imports(f)), f"{f} imports phi1.cli"
+        nodes = list(ast.walk(ast.parse(f.read_text())))
+        tops = {a.name.split(".")[0] for n in nodes if isinstance(n, ast.Import) for a in n.names}
+        tops |= {(n.module or "").split(".")[0] for n in nodes if isinstance(n, ast.ImportFrom)}
+        assert "typer" not in tops, f"{f} imports typer"

@@ -44,6 +44,17 @@ def test_numeric_metrics_flattens_and_keeps_numbers_only():
 
     got = numeric_metrics({"a": 1, "b": {"c": 2.5, "d": "x", "e": True, "f": None}, "g": [1]})
     assert got == {"a": 1.0, "b.c": 2.5}
+    assert numeric_metrics({"x": {"y": 2}}, "run.") == {"run.x.y": 2.0}
+
+
+def test_flatten_options():
+    from phi1.tracking import flatten, metric_key
+
+    d = {"a": {"pass@1": 1, "s": "x", "e": {}}, "l": [{"b": 2}, 3], "n": [1, 2]}
+    assert flatten(d) == {"a.pass@1": 1, "a.s": "x", "l": [{"b": 2}, 3], "n": [1, 2]}
+    assert flatten(d, "p", lists=True) == {"p.a.pass@1": 1, "p.a.s": "x", "p.l.0.b": 2, "p.l.1": 3, "p.n": [1, 2]}
+    assert flatten(d, empty=True)["a.e"] == {} and flatten({}, empty=True) == {"": {}}
+    assert flatten(d, "eval", numbers=True, key=metric_key) == {"eval.a.pass_at_1": 1.0}
 
 
 def test_runs_are_tagged_with_the_dvc_experiment_or_the_named_variant(workdir, monkeypatch):

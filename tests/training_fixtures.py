@@ -121,7 +121,8 @@ def tokenized(tmp_path_factory, mlflow_store) -> Path:
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_store)
         mp.setenv("PHI1_EXPERIMENT", "phi1-test")
         mp.chdir(root)
-        run(TokenizeConfig(vocab_size=512, seq_len=64, val_fraction=0.1),
-            [(filtered_dir, "content")], exercises_dir)
+        run(TokenizeConfig(vocab_size=512, seq_len=64, val_fraction=0.1), [(filtered_dir, "content")], exercises_dir,
+            tokenizer_out="tokenizer", pretrain_out="data/tokens/pretrain", finetune_out="data/tokens/finetune",
+            metrics_path="metrics/tokenize.json")
     assert os.path.isdir(root / "data" / "tokens" / "finetune")
     return root

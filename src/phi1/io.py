@@ -230,6 +230,25 @@ def write_json(path: PathLike, obj: Any) -> None:
         _dump_json(obj, fh)
 
 
+def read_jsonl(path: PathLike) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of a JSON-lines file; a line that is
+    not UTF-8 or not JSON is a one-line Phi1Error naming the file and the line."""
+    p = Path(path)
+    with open(p, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise Phi1Error(f"{p} line {lineno}: not UTF-8 (byte {exc.start + 1}: {exc.reason})") from None
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as exc:
+                raise Phi1Error(f"{p} line {lineno}: not valid JSON ({exc.msg})") from None
+            yield lineno, value
+
+
 def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)

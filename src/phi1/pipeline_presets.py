@@ -28,6 +28,7 @@ import yaml
 from phi1.config import STAGES, ConfigError, from_dict, read_params, to_dict
 from phi1.errors import Phi1Error
 from phi1.io import atomic_file
+from phi1.tracking import flatten
 
 PRESETS_DIR = Path("pipelines")
 """Where presets live, relative to the project root (where dvc.yaml is)."""
@@ -46,6 +47,11 @@ def describe(name: str, presets_dir: str | Path = PRESETS_DIR) -> str:
         return ""
     first = next((ln for ln in readme.read_text().splitlines() if ln.strip()), "")
     return first.lstrip("#").strip()
+
+
+def titles(presets_dir: str | Path = PRESETS_DIR) -> dict[str, str]:
+    """{name: title} of every preset."""
+    return {name: describe(name, presets_dir) for name in list_presets(presets_dir)}
 
 
 def preset_file(name: str, presets_dir: str | Path = PRESETS_DIR) -> Path:
@@ -97,14 +103,9 @@ def merged(name: str, params_path: str | Path = "params.yaml", presets_dir: str 
     return validate(deep_merge(read_params(params_path), preset), f"preset {name} over {params_path}")
 
 
-def leaves(d: Any, prefix: str = "") -> dict[str, Any]:
+def leaves(d: Any) -> dict[str, Any]:
     """`a.b.c -> value` for every non-mapping value (lists are leaves); an empty mapping is a leaf."""
-    if isinstance(d, dict) and d:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(leaves(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: d}
+    return flatten(d, empty=True)
 
 
 def changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
@@ -128,6 +129,17 @@ def use(name: str, params_path: str | Path = "params.yaml", presets_dir: str | P
         with atomic_file(params_path) as fh:
             fh.write(dump(new))
     return diff
+
+
+def change_lines(diff: list[tuple[str, Any, Any]]) -> list[str]:
+    """`  key: old -> new` per changed key, values in YAML flow style (cut at 100 characters)."""
+    return [f"  {key}: {_flow(old)} -> {_flow(new)}" for key, old, new in diff]
+
+
+def _flow(v: Any) -> str:
+    text = yaml.safe_dump(v, default_flow_style=True, width=10**6).strip()
+    text = text.removesuffix("...").strip()
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def hydra_value(v: Any) -> str:
@@ -165,4 +177,4 @@ def shell_line(args: list[str]) -> str:
 
 
 __all__ = ["PRESETS_DIR", "list_presets", "describe", "preset_file", "read_preset", "deep_merge", "validate",
-           "merged", "leaves", "changes", "use", "exp_args", "hydra_value", "shell_line", "dump"]
+           "merged", "leaves", "changes", "use", "change_lines", "titles", "exp_args", "hydra_value", "shell_line", "dump"]

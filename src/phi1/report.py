@@ -137,6 +137,15 @@ def compare_table(rows: list[dict[str, Any]], what: str = "runs", max_metrics: i
 # --------------------------------------------------------------------------- report
 
 
+def compare(model: Optional[str] = None, stage: Optional[str] = None, limit: int = 20,
+            experiment: Optional[str] = None, variant: Optional[str] = None):
+    """The `phi1 compare` table: the newest `limit` versions of registered `model` when
+    given, else the newest runs (of `stage`, `experiment`, `variant` when given)."""
+    if model is not None:
+        return compare_table(model_rows(model, limit), "model versions")
+    return compare_table(run_rows(stage, limit, experiment=experiment, variant=variant), "runs")
+
+
 def _read_json(path: Path) -> Optional[Any]:
     if not path.is_file():
         return None

@@ -48,11 +48,11 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import yaml
 
-from phi1.config import TrackingConfig, flat_dict, from_dict, read_params, to_dict
+from phi1.config import TrackingConfig, from_dict, read_params, to_dict
 from phi1.errors import Phi1Error
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -432,7 +432,7 @@ def stage_run(
     run = _start(stage, lambda: mlflow.start_run(run_name=run_name or stage, tags=all_tags))
     with _closing(run, stage, wrap=True):
         if cfg is not None:
-            params = {k: _param_value(v) for k, v in flat_dict(cfg).items()}
+            params = {k: _param_value(v) for k, v in flatten(to_dict(cfg), lists=True).items()}
             mlflow.log_params(params)
             mlflow.log_dict(to_dict(cfg), f"config/{stage}.json")
         yield run
@@ -461,17 +461,46 @@ def _start(what: str, start: Any) -> Any:
         raise
 
 
-def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Flatten a nested metrics dict to `a.b.c -> float`, keeping only numbers (for
-    mlflow.log_metrics; booleans, strings and nulls are left out)."""
-    out: dict[str, float] = {}
-    for k, v in metrics.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(numeric_metrics(v, key + "."))
+def flatten(d: Any, prefix: str = "", *, numbers: bool = False, lists: bool = False,
+            empty: bool = False, key: Optional[Callable[[str], str]] = None) -> dict[str, Any]:
+    """The one flattener of nested dicts: `{"a": {"b": 1}} -> {"a.b": 1}` (MLflow params,
+    metrics and tags; preset diffs).
+
+    prefix: joined to every key with a dot, when not empty.
+    numbers: keep only numbers, as floats (what mlflow.log_metrics takes); booleans,
+      strings, lists and nulls are left out.
+    lists: walk a list that holds a dict too, its indices as keys (else a list is a leaf).
+    empty: an empty dict is a leaf (else it leaves no key).
+    key: applied to each key part, e.g. `metric_key`.
+    """
+    out: dict[str, Any] = {}
+
+    def walk(v: Any, at: str) -> None:
+        if isinstance(v, dict) and (v or not empty):
+            for k, x in v.items():
+                part = key(str(k)) if key else str(k)
+                walk(x, f"{at}.{part}" if at else part)
+        elif lists and isinstance(v, list) and any(isinstance(x, dict) for x in v):
+            for i, x in enumerate(v):
+                walk(x, f"{at}.{i}")
+        elif not numbers:
+            out[at] = v
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[key] = float(v)
+            out[at] = float(v)
+
+    walk(d, prefix)
     return out
+
+
+def metric_key(key: str) -> str:
+    """`pass@1` -> `pass_at_1` (MLflow metric names allow no `@`)."""
+    return key.replace("@", "_at_")
+
+
+def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """`flatten(metrics, numbers=True)` for mlflow.log_metrics, each key behind `prefix`
+    as written (`"ckpt."`, with its dot)."""
+    return {f"{prefix}{k}": v for k, v in flatten(metrics, numbers=True).items()}
 
 
 def _param_value(v: Any) -> str:
@@ -518,3 +547,15 @@ def tracked_metrics(stage: str, metrics: dict[str, Any]) -> dict[str, Any]:
     kept, figures = split_run_figures(metrics)
     report_run_figures(figures)
     return kept
+
+
+def log_folder(folder: str | Path, artifact_path: str) -> None:
+    """mlflow.log_artifacts of an output folder, without phi1's output marker."""
+    import mlflow
+
+    from phi1.io import MARKER
+
+    for f in sorted(Path(folder).rglob("*")):
+        if f.is_file() and f.name != MARKER:
+            sub = f.parent.relative_to(folder).as_posix()
+            mlflow.log_artifact(str(f), artifact_path if sub == "." else f"{artifact_path}/{sub}")

@@ -49,11 +49,14 @@ def leftovers(sandbox: Sandbox | None = None) -> list[str]:
            if UID_BASE <= i["uid"] < UID_BASE + UID_SPAN]
     me = str(os.getpid())
     launched = {p for p, i in procs.items() if i["ppid"] == me and "--worker" in i["cmdline"]}
+    # Other tests' infrastructure, not a program's: the forkserver that multiprocess(ing)
+    # keeps for the life of this process once a test ran datatrove with workers > 1.
+    infra = {p for p, i in procs.items() if i["ppid"] == me and "forkserver import main" in i["cmdline"]}
     pid1 = {p for p, i in procs.items() if i["ppid"] in launched and i["nspid"] == ["1"]}
     children: dict[str, list[str]] = {}
     for p, i in procs.items():
         children.setdefault(i["ppid"], []).append(p)
-    stack = list(children.get(me, []))
+    stack = [p for p in children.get(me, []) if p not in infra]
     while stack:
         p = stack.pop()
         if p not in launched | pid1 and procs[p]["state"] != "Z":

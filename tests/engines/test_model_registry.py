@@ -18,11 +18,18 @@ from phi1.engines import model_registry as registry
 from phi1.cli import app
 from phi1.config import RegisterConfig
 from phi1.errors import Phi1Error
-from phi1.register.stage import run as register
+from phi1.register.stage import run
 from tests.tiny_model import make_tiny_model
 
 CFG = RegisterConfig(base_model_name=None, base_checkpoint=None)
 HE_LOSS, MBPP_LOSS = "eval.humaneval.solution_loss", "eval.mbpp.solution_loss"
+
+
+def register(cfg: RegisterConfig) -> dict:
+    """The register stage on the files dvc.yaml gives it, in the test's root."""
+    return run(cfg, metrics_path="metrics/register.json", params_path="params.yaml", lock_path="dvc.lock",
+               eval_path="metrics/eval.json", probe_path="metrics/probe.json",
+               validation_path="reports/validation/summary.json", contamination_path="reports/contamination.json")
 
 
 def tags(**kw) -> dict[str, str]:

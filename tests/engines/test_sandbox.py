@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from phi1.engines.sandbox import worker as sandbox_mod
+from phi1.engines.sandbox import caller as sandbox_mod
 from phi1.engines.sandbox import ExecutionResult, Sandbox, execute
 from tests.engines.conftest import alive, leftovers, temp_dirs
 from tests.no_namespaces import run_without_namespaces

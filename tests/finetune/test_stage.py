@@ -15,7 +15,8 @@ from tests.training_fixtures import finetune_cfg, pretrain_cfg
 @pytest.fixture
 def base(workdir, tokenized) -> Path:
     pretrain.run(pretrain_cfg(max_steps=20, eval_every=10, checkpoint_every=10, dropout=0.0),
-                 tokens=tokenized / "data/tokens/pretrain", tokenizer=tokenized / "tokenizer", out="base")
+                 tokens=tokenized / "data/tokens/pretrain", tokenizer=tokenized / "tokenizer", out="base",
+                 state_dir="state-base", metrics_path="metrics-base.json", plots_dir="plots-base")
     return workdir / "base"
 
 
@@ -60,5 +61,7 @@ def test_loss_on_solution_only_ignores_prompt_tokens(tokenized, base):
 
 def test_missing_base_is_a_phi1_error(workdir, tokenized):
     with pytest.raises(Phi1Error, match="base model not found: nope"):
-        finetune.run(finetune_cfg(), tokens=tokenized / "data/tokens/finetune", base="nope")
+        finetune.run(finetune_cfg(), tokens=tokenized / "data/tokens/finetune", base="nope", out="checkpoints/phi1",
+                     state_dir="checkpoints/.state/finetune", metrics_path="metrics/finetune.json",
+                     plots_dir="plots/finetune")
     assert not Path("checkpoints/phi1").exists()

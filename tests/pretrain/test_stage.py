@@ -13,8 +13,13 @@ from phi1 import pretrain
 from tests.training_fixtures import pretrain_cfg
 
 
+OUTS = dict(out="checkpoints/base", state_dir="checkpoints/.state/pretrain", metrics_path="metrics/pretrain.json",
+            plots_dir="plots/pretrain")
+
+
 def _run(tokenized: Path, **kw) -> dict:
-    return pretrain.run(pretrain_cfg(**kw), tokens=tokenized / "data/tokens/pretrain", tokenizer=tokenized / "tokenizer")
+    return pretrain.run(pretrain_cfg(**kw), tokens=tokenized / "data/tokens/pretrain", tokenizer=tokenized / "tokenizer",
+                        **OUTS)
 
 
 def test_pretrain_exports_an_hf_model_and_logs_the_run(workdir, tokenized):
@@ -65,6 +70,6 @@ def test_tokens_from_another_tokenizer_are_refused(workdir, tokenized):
     other = train_bpe(iter(["x = 1\n" * 50, "def f():\n    pass\n" * 50]), 300, 1)
     other.save_pretrained("other-tokenizer")
     with pytest.raises(Phi1Error, match="tokenized with another tokenizer .*rerun `phi1 tokenize`"):
-        pretrain.run(pretrain_cfg(), tokens=tokenized / "data/tokens/pretrain", tokenizer="other-tokenizer")
+        pretrain.run(pretrain_cfg(), tokens=tokenized / "data/tokens/pretrain", tokenizer="other-tokenizer", **OUTS)
     with pytest.raises(Phi1Error, match="has no meta.json; run `phi1 tokenize` first"):
-        pretrain.run(pretrain_cfg(), tokens="nowhere", tokenizer=tokenized / "tokenizer")
+        pretrain.run(pretrain_cfg(), tokens="nowhere", tokenizer=tokenized / "tokenizer", **OUTS)

@@ -54,7 +54,7 @@ def test_missing_inputs_leave_their_tags_out(workdir):
 
 def test_bad_json_and_missing_checkpoint_are_one_line_errors(workdir):
     with pytest.raises(Phi1Error, match="checkpoints/phi1 is not a Hugging Face model folder"):
-        run(RegisterConfig())
+        run(RegisterConfig(), "metrics/register.json", "params.yaml", "dvc.lock", None, None, None, None)
     (workdir / "ck").mkdir()
     (workdir / "bad.json").write_text("{nope")
     with pytest.raises(Phi1Error, match="bad.json: not valid JSON"):

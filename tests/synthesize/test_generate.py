@@ -196,5 +196,5 @@ def test_transformers_backend_needs_a_model_dir(tmp_path):
 
     with pytest.raises(ConfigError, match="model_dir"):
         SynthesizeConfig(backend="transformers")
-    with pytest.raises(Phi1Error, match="no Hugging Face model"):
+    with pytest.raises(Phi1Error, match="synthesize.model_dir: .* is not a Hugging Face model folder"):
         TransformersGenerator(SynthesizeConfig(backend="transformers", model_dir=str(tmp_path)))

@@ -11,7 +11,16 @@ from phi1.config import ConfigError, TokenizeConfig
 from phi1.errors import Phi1Error
 from phi1.io import read_table, write_shards
 from phi1.engines.training.data import MASK_PAD, MASK_PROMPT, MASK_SOLUTION, TokenShards
-from phi1.tokenize.stage import parse_input, run, tokenizer_fingerprint, train_bpe
+from phi1.tokenize import stage
+from phi1.tokenize.stage import parse_input, tokenizer_fingerprint, train_bpe
+
+OUTS = dict(tokenizer_out="tokenizer", pretrain_out="data/tokens/pretrain", finetune_out="data/tokens/finetune",
+            metrics_path="metrics/tokenize.json")
+
+
+def run(cfg: TokenizeConfig, pretrain_inputs, finetune_input, **outs) -> dict:
+    """The stage writing to dvc.yaml's output paths in the test's root, but for those given."""
+    return stage.run(cfg, pretrain_inputs, finetune_input, **{**OUTS, **outs})
 
 
 def test_tokenizer_is_an_hf_dir_with_endoftext(tokenized):

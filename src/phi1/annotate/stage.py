@@ -471,11 +471,9 @@ def _load_sample(raw: Path, cfg: AnnotateConfig) -> tuple[int, list[dict[str, An
 
 
 def _rate_heuristic(rows: list[dict[str, Any]]) -> list[Rating | None]:
-    from rich.console import Console
-    from rich.progress import track
+    from phi1.engines.progress import tracked
 
-    progress = track(rows, description="annotate (heuristic)", console=Console(stderr=True))
-    return [heuristic_rating(r["content"] or "") for r in progress]
+    return [heuristic_rating(r["content"] or "") for r in tracked(rows, "annotate (heuristic)")]
 
 
 def _rate_openai(cfg: AnnotateConfig, rows: list[dict[str, Any]]):

@@ -14,7 +14,6 @@ two and the last are lossless: a pair they drop cannot reach `floor`.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -132,14 +131,13 @@ def ast_pairs(units: Sequence[Unit], refs: Sequence[Reference], floor: float,
               progress: bool = True, stats: Optional[AstStats] = None) -> list[tuple[int, int, float]]:
     """(unit, task, AST match rate) at or above floor; trees both under `min_nodes` count
     only when identical."""
-    from tqdm.auto import tqdm
+    from phi1.engines.progress import tracked
 
     stats = stats if stats is not None else AstStats()
     start = time.perf_counter()
     pairs = candidate_pairs(units, refs, floor, allowed, use_bounds, stats)
     out = []
-    for u, j in tqdm(pairs, desc="ast match", unit="pair", file=sys.stderr, disable=not progress or not pairs,
-                     mininterval=1.0, dynamic_ncols=True):
+    for u, j in tracked(pairs, "ast match", enabled=progress):
         a, b = units[u].tree, refs[j].tree
         if a.digest == b.digest:
             stats.identical += 1

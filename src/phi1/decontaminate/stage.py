@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
+from phi1.config import DecontaminateConfig
 from phi1.errors import Phi1Error
 from phi1.io import check_output, outputs, read_table, write_json, write_shards
 
@@ -230,7 +231,7 @@ def _task_vectors(embedder, refs, cache_path: str | None, progress: bool):
     return vecs
 
 
-def run(cfg: Any, datasets: Mapping[str, str | Path], out: str | Path, report_path: str | Path,
+def run(cfg: DecontaminateConfig, datasets: Mapping[str, str | Path], out: str | Path, report_path: str | Path,
         plot_path: str | Path, metrics_path: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run the stage; return the metrics it wrote."""
     from phi1.decontaminate.report import plot_sweep, removed_ids, sweep

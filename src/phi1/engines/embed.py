@@ -27,7 +27,6 @@ and so may a few kept files. `describe()` records the dtype actually used.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -63,7 +62,8 @@ class Embedder:
     def embed(self, texts: Sequence[str], progress: bool = True, desc: str = "embed") -> np.ndarray:
         """float32 array (len(texts), dim) of unit vectors, in the order of `texts`."""
         import torch
-        from tqdm.auto import tqdm
+
+        from phi1.engines.progress import progress_bar
 
         cut = [t[: self.max_chars] for t in texts]
         out = np.zeros((len(cut), self.dim), dtype=np.float32)
@@ -73,15 +73,12 @@ class Embedder:
         autocast = torch.autocast(
             torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"
         )
-        with torch.inference_mode(), autocast, tqdm(
-            total=len(cut), desc=desc, unit="file", file=sys.stderr, disable=not progress or not cut,
-            dynamic_ncols=True, mininterval=1.0,
-        ) as bar:
+        with torch.inference_mode(), autocast, progress_bar(len(cut), desc, enabled=progress) as update:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 vecs = self._encode([cut[i] for i in idx])  # (b, dim)
                 out[idx] = vecs
-                bar.update(len(idx))
+                update(start + len(idx))
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
 

@@ -4,6 +4,10 @@
     phi1 evaluate generate --model ~/models/phi-1 --benchmark mbpp --n-samples 10 --temperature 0.8
 
     samples = generate(load_model("checkpoints/phi1"), tasks, n_samples=1)
+    texts = complete(lm, ["def add(a, b):"], max_new_tokens=32)   # one batch of raw prompts
+
+`load_model` is the one loader of a local causal LM for inference (evaluate, probe,
+register and synthesize's transformers backend use it).
 
 Batched with left padding and the KV cache; greedy when temperature is 0, else
 temperature / top-p sampling (seeded). Generation of a sequence stops at its
@@ -32,21 +36,32 @@ class LoadedModel:
     name: str
 
 
-def load_model(model_dir: str | Path, device: Optional[str] = None) -> LoadedModel:
-    """A causal LM and its tokenizer from a local folder, ready for batched generation."""
+def check_model_dir(model_dir: str | Path, what: str = "") -> Path:
+    """`model_dir` when it holds a Hugging Face model (config.json), else a one-line
+    Phi1Error that starts with `what` (the params key that named it): stages check every
+    folder before they start any work."""
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise Phi1Error(f"{what + ': ' if what else ''}{path} is not a Hugging Face model folder (no config.json)")
+    return path
+
+
+def load_model(model_dir: str | Path, device: Optional[str] = None, dtype: str = "auto") -> LoadedModel:
+    """A causal LM and its tokenizer from a local folder, ready for batched generation.
+    `dtype` auto computes in bfloat16 on a GPU (evaluation); a stage that writes data
+    passes float32, so its output does not depend on the hardware's fast path."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise Phi1Error(f"{path}: not a Hugging Face model folder (no config.json)")
+    path = check_model_dir(model_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-    except (OSError, ValueError) as exc:
-        raise Phi1Error(f"{path}: cannot load the model or tokenizer ({str(exc).splitlines()[0]})") from None
+        torch_dtype = torch.bfloat16 if dtype == "auto" and device.startswith("cuda") else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device).eval()
+    except (OSError, ValueError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise Phi1Error(f"{path}: cannot load the model or tokenizer ({first})") from None
     tokenizer.padding_side = "left"  # prompts end where generation starts
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -76,30 +91,50 @@ def generate(
         raise Phi1Error("n_samples > 1 needs a temperature > 0 (greedy samples are identical)")
     torch.manual_seed(seed)
     jobs = [t for t in tasks for _ in range(n_samples)]
-    tok = lm.tokenizer
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
     out: list[dict] = []
     for start in range(0, len(jobs), batch_size):
         batch = jobs[start:start + batch_size]
-        benchmark = batch[0].benchmark
-        enc = tok([t.prompt for t in batch], return_tensors="pt", padding=True).to(lm.device)
-        with torch.inference_mode():
-            ids = lm.model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                use_cache=True,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-                stop_strings=list(STOP_SEQUENCES[benchmark]),
-                tokenizer=tok,
-                **sampling,
-            )  # (batch, prompt_len + new)
-        new = ids[:, enc["input_ids"].shape[1]:]
-        for task, text in zip(batch, tok.batch_decode(new, skip_special_tokens=True)):
+        texts = complete(lm, [t.prompt for t in batch], max_new_tokens=max_new_tokens, temperature=temperature,
+                         top_p=top_p, stop_strings=STOP_SEQUENCES[batch[0].benchmark])
+        for task, text in zip(batch, texts):
             out.append({"task_id": task.task_id, "completion": truncate(text, task.benchmark)})
         if progress is not None:
             progress(len(out))
     return out
+
+
+def complete(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: Optional[float] = None,
+    stop_strings: Sequence[str] = (),
+) -> list[str]:
+    """The text each prompt of one batch continues with (left padded, KV cache): greedy
+    when temperature is 0, else sampled from torch's current seed (`top_p` None: the
+    model's generation config decides). It stops at EOS (the tokenizer's or the model's:
+    a chat model may end its turn with another token) or at a stop string."""
+    import torch
+
+    tok = lm.tokenizer
+    sampling: dict[str, Any] = {"do_sample": False}
+    if temperature > 0:
+        sampling = {"do_sample": True, "temperature": temperature}
+        if top_p is not None:
+            sampling["top_p"] = top_p
+    if stop_strings:
+        sampling.update(stop_strings=list(stop_strings), tokenizer=tok)
+    own = getattr(lm.model.generation_config, "eos_token_id", None)
+    eos = [i for i in dict.fromkeys([tok.eos_token_id, *(own if isinstance(own, list) else [own])]) if i is not None]
+    enc = tok(list(prompts), return_tensors="pt", padding=True).to(lm.device)
+    with torch.inference_mode():
+        ids = lm.model.generate(
+            **enc, max_new_tokens=max_new_tokens, use_cache=True, pad_token_id=tok.pad_token_id,
+            eos_token_id=eos or None, **sampling,
+        )  # (batch, prompt_len + new)
+    return tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 def write_samples(path: str | Path, samples: Sequence[dict]) -> None:

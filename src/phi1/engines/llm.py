@@ -174,31 +174,22 @@ class ChatClient:
     async def _fetch_all(
         self, bodies: list[dict[str, Any]], description: str, done: int, total: int
     ) -> list[dict[str, Any]]:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
+        from phi1.engines.progress import progress_bar
 
         sem = asyncio.Semaphore(self.concurrency)
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), disable=not self.progress, transient=False,
-        )
         async with httpx.AsyncClient(timeout=self.timeout, limits=limits, headers=self._headers()) as http:
-            with progress:
-                task_id = progress.add_task(description, total=total, completed=done)
+            with progress_bar(total, description, enabled=self.progress) as update:
+                update(done)
 
                 async def one(body: dict[str, Any]) -> dict[str, Any]:
+                    nonlocal done
                     async with sem:
                         resp = await self._post(http, body)
                     self._cache_put(body, resp)
                     self._count(resp)
-                    progress.advance(task_id)
+                    done += 1
+                    update(done)
                     return resp
 
                 tasks = [asyncio.ensure_future(one(b)) for b in bodies]

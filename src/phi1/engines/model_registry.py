@@ -140,16 +140,12 @@ def register_version(checkpoint: str | Path, model_name: str, tags: dict[str, st
     a new version of `model_name`, tag it and give it the alias `challenger`."""
     import mlflow
 
-    ckpt = Path(checkpoint)
-    if not (ckpt / "config.json").is_file():
-        raise Phi1Error(f"{ckpt}: not a Hugging Face model folder (no config.json)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from phi1.engines.generation import load_model
 
     # a dict of loaded parts, not the folder path: MLflow's path route breaks on transformers 5
-    model = AutoModelForCausalLM.from_pretrained(ckpt)
-    tokenizer = AutoTokenizer.from_pretrained(ckpt)
+    lm = load_model(checkpoint, device="cpu")  # on the CPU, in float32, whatever accelerator is here
     info = mlflow.transformers.log_model(
-        transformers_model={"model": model, "tokenizer": tokenizer}, task="text-generation", name=model_name,
+        transformers_model={"model": lm.model, "tokenizer": lm.tokenizer}, task="text-generation", name=model_name,
         registered_model_name=model_name, pip_requirements=pip_requirements(),
     )
     c = client()
@@ -461,8 +457,20 @@ def gate_table(decision: Decision):
     return t
 
 
+
+def verdict_line(decision: Decision) -> str:
+    """The line `phi1 promote` ends with: the failing gates, or who is (would be) champion."""
+    if not decision.accepted:
+        return f"{decision.model} v{decision.version} refused; failing gates: {', '.join(decision.failing)}"
+    return f"{decision.model} v{decision.version} {'would become' if decision.dry_run else 'is now'} champion"
+
+
+def rollback_line(decision: Decision) -> str:
+    """What `phi1 rollback` did: `model: champion vOLD -> vNEW`."""
+    return f"{decision.model}: champion v{decision.previous_champion} -> v{decision.version}"
+
 __all__ = [
     "Gate", "Decision", "client", "register_version", "evaluate_gates", "contamination_left",
-    "promote", "record", "refusals", "rollback", "gate_table", "registry_lock", "lock_path", "pip_requirements",
+    "promote", "record", "refusals", "rollback", "gate_table", "verdict_line", "rollback_line", "registry_lock", "lock_path", "pip_requirements",
     "CHAMPION", "CHALLENGER", "EXPERIMENT_TAG",
 ]

@@ -4,8 +4,8 @@
     phi1 evaluate generate --model checkpoints/phi1 --benchmark mbpp --out s.jsonl
     phi1 evaluate run                                   # the DVC stage
 
-Modules: execute (samples -> verdicts in the sandbox, pass@k), stage (the `evaluate`
-stage with its MLflow evaluations). The engines it drives (sandbox, benchmarks,
+Modules: generate (prompts -> samples with any local HF causal LM), execute (samples ->
+verdicts in the sandbox, pass@k), stage (the `evaluate` stage with its MLflow evaluations). The engines it drives (sandbox, benchmarks,
 generation, solution_loss, passk) are on the ground floor, phi1.engines.
 """
 

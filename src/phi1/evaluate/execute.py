@@ -26,7 +26,7 @@ from phi1.engines import benchmarks
 from phi1.engines.benchmarks import Task
 from phi1.engines.passk import mean_pass_at_k, pass_at_k
 from phi1.engines.sandbox import DEFAULT_MEMORY, DEFAULT_TIMEOUT, Sandbox, open_sandbox
-from phi1.io import atomic_file
+from phi1.io import atomic_file, read_jsonl
 
 
 @dataclass
@@ -47,26 +47,15 @@ def read_samples(path: str | Path, benchmark: str, tasks: Sequence[Task], split:
     known = {t.task_id for t in tasks}
     where = f"MBPP split {split}" if benchmark == "mbpp" else "HumanEval"
     samples = []
-    with open(p, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise Phi1Error(f"{p} line {lineno}: not UTF-8 (byte {exc.start + 1}: {exc.reason})") from None
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-            except ValueError as exc:
-                raise Phi1Error(f"{p} line {lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(sample, dict) or "task_id" not in sample or "completion" not in sample:
-                raise Phi1Error(f"{p} line {lineno}: a sample needs `task_id` and `completion`")
-            if not isinstance(sample["completion"], str):
-                raise Phi1Error(f"{p} line {lineno}: `completion` must be a string")
-            tid = benchmarks.normalize_task_id(benchmark, sample["task_id"])
-            if tid is None or tid not in known:
-                raise Phi1Error(f"{p} line {lineno}: unknown task id {sample['task_id']!r} (not in {where})")
-            samples.append({**sample, "_task": tid})
+    for lineno, sample in read_jsonl(p):
+        if not isinstance(sample, dict) or "task_id" not in sample or "completion" not in sample:
+            raise Phi1Error(f"{p} line {lineno}: a sample needs `task_id` and `completion`")
+        if not isinstance(sample["completion"], str):
+            raise Phi1Error(f"{p} line {lineno}: `completion` must be a string")
+        tid = benchmarks.normalize_task_id(benchmark, sample["task_id"])
+        if tid is None or tid not in known:
+            raise Phi1Error(f"{p} line {lineno}: unknown task id {sample['task_id']!r} (not in {where})")
+        samples.append({**sample, "_task": tid})
     if not samples:
         raise Phi1Error(f"{p}: no samples")
     return samples
@@ -150,3 +139,22 @@ def parse_ks(text: str) -> tuple[int, ...]:
     if not ks or any(k < 1 for k in ks):
         raise Phi1Error(f"--k: expected positive integers separated by commas, got {text!r}")
     return ks
+
+
+def execute_file(benchmark: str, samples: str | Path, out: str | Path, *, split: str = "test",
+                 workers: Optional[int] = None, timeout: float = DEFAULT_TIMEOUT, memory_bytes: int = DEFAULT_MEMORY,
+                 k: str = "1,10,100", allow_partial: bool = False, unsafe_guard: bool = False) -> dict:
+    """`phi1 evaluate execute`: run the samples JSONL of `benchmark` in the sandbox, write
+    the verdicts to `out`; return the summary (pass@k for each k of `k`, comma-separated)."""
+    from phi1.engines.progress import progress_bar
+    from phi1.engines.sandbox import check_limits
+
+    check_limits(timeout, workers, memory_bytes)
+    ks = parse_ks(k)
+    tasks = benchmarks.load(benchmark, split)
+    rows = read_samples(samples, benchmark, tasks, split)
+    with progress_bar(len(rows), f"{benchmark}: execute") as update:
+        scored = score(rows, tasks, ks, benchmark=benchmark, allow_partial=allow_partial, workers=workers,
+                       unsafe_guard=unsafe_guard, timeout=timeout, memory_bytes=memory_bytes, progress=update)
+    write_results(out, scored.rows)
+    return scored.summary

@@ -27,26 +27,24 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from phi1.config import EvaluateConfig
-from phi1.errors import Phi1Error
 from phi1.engines import benchmarks
 from phi1.evaluate.execute import Scored, score, write_results
 from phi1.engines.progress import progress_bar
 from phi1.engines.sandbox import open_sandbox
-from phi1.engines.generation import generate, load_model, write_samples
+from phi1.engines.generation import check_model_dir, generate, load_model, write_samples
 from phi1.engines.passk import pass_at_k
 from phi1.engines.solution_loss import SolutionLoss, solution_loss
 from phi1.io import atomic_dir, write_json
 
 
-def run(cfg: EvaluateConfig, out: str | Path = "reports/eval", metrics_path: str | Path = "metrics/eval.json") -> dict:
+def run(cfg: EvaluateConfig, out: str | Path, metrics_path: str | Path) -> dict:
     """Run the stage; returns what it writes to `metrics_path`."""
     import mlflow
 
-    from phi1.tracking import stage_run
+    from phi1.tracking import metric_key, stage_run
 
     for ckpt in cfg.checkpoints:
-        if not (Path(ckpt) / "config.json").is_file():
-            raise Phi1Error(f"evaluate.checkpoints: {ckpt} is not a Hugging Face model folder (no config.json)")
+        check_model_dir(ckpt, "evaluate.checkpoints")
     metrics: dict[str, dict] = {}
     # The sandbox first: where it refuses to run (no namespaces, no unsafe_guard), nothing is written.
     with open_sandbox(cfg.workers, unsafe_guard=cfg.unsafe_guard, param="evaluate.unsafe_guard") as box, \
@@ -79,7 +77,7 @@ def run(cfg: EvaluateConfig, out: str | Path = "reports/eval", metrics_path: str
                     metrics[name][bm].update(loss.metrics())
                     write_samples(folder / "solution_loss.jsonl", loss.per_task)  # any rows as JSONL
                 _log_evaluation(mlflow, name, str(ckpt), bm, tasks, scored, cfg.k, loss)
-                mlflow.log_metrics({f"{name}.{bm}.{_metric_name(k)}": v for k, v in passk.items()})
+                mlflow.log_metrics({f"{name}.{bm}.{metric_key(k)}": v for k, v in passk.items()})
                 if loss is not None:
                     mlflow.log_metrics({f"{name}.{bm}.{k}": v for k, v in loss.metrics().items()})
         write_json(metrics_path, metrics)
@@ -91,11 +89,6 @@ def _solution_loss(lm, bm: str, cfg: EvaluateConfig) -> SolutionLoss:
     tasks = benchmarks.load(bm, cfg.mbpp_split, cfg.solution_loss_limit)
     with progress_bar(len(tasks), f"{lm.name} {bm}: solution loss") as update:
         return solution_loss(lm, tasks, batch_size=cfg.batch_size, progress=update)
-
-
-def _metric_name(key: str) -> str:
-    """`pass@1` -> `pass_at_1` (MLflow metric names allow no `@`)."""
-    return key.replace("@", "_at_")
 
 
 def per_task_frame(tasks: Sequence[benchmarks.Task], scored: Scored):
@@ -134,7 +127,7 @@ def _log_evaluation(mlflow, name: str, ckpt: str, bm: str, tasks, scored: Scored
                     loss: Optional[SolutionLoss] = None) -> None:
     """One nested MLflow run holding the evaluation of a checkpoint on a benchmark."""
     df = per_task_frame(tasks, scored)
-    from phi1.tracking import nested_run
+    from phi1.tracking import metric_key, nested_run
 
     tags = {"phi1.checkpoint": name, "phi1.benchmark": bm, "phi1.stage": "evaluate"}
     with nested_run(f"{name}/{bm}", tags):
@@ -145,7 +138,7 @@ def _log_evaluation(mlflow, name: str, ckpt: str, bm: str, tasks, scored: Scored
             extra_metrics=[_pass_at_k_metric(k) for k in ks if k <= int(df["n_samples"].min())],
         )
         summary = {k: v for k, v in scored.summary.items() if k.startswith("pass@")}
-        mlflow.log_metrics({_metric_name(k): v for k, v in summary.items()})
+        mlflow.log_metrics({metric_key(k): v for k, v in summary.items()})
         if loss is not None:
             mlflow.log_metrics(loss.metrics())
             mlflow.log_text("".join(json.dumps(r) + "\n" for r in loss.per_task), "solution_loss.jsonl")

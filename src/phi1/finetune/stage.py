@@ -14,20 +14,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from phi1.config import FinetuneConfig
 from phi1.errors import Phi1Error
 from phi1.engines.training.data import MASK_PROMPT, MASK_SOLUTION
 from phi1.engines.training.run import check_tokens, run_training
 
 
 def run(
-    cfg,
-    tokens: str | Path = "data/tokens/finetune",
-    base: str | Path = "checkpoints/base",
-    out: str | Path = "checkpoints/phi1",
-    state_dir: str | Path = "checkpoints/.state/finetune",
-    metrics_path: str | Path = "metrics/finetune.json",
-    plots_dir: str | Path = "plots/finetune",
+    cfg: FinetuneConfig,
+    tokens: str | Path,
+    base: str | Path,
+    out: str | Path,
+    state_dir: str | Path,
+    metrics_path: str | Path,
+    plots_dir: str | Path,
 ) -> dict:
+    """Continue the model folder `base` on the token folder `tokens`, resuming from
+    `state_dir`; export the best checkpoint to `out`; return the metrics written."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -157,7 +157,7 @@ def _job_queued(job_id: str) -> bool:
 
 
 def _run_slurm(cfg: IngestConfig, steps: list, logging_dir: Path) -> None:
-    from tqdm import tqdm
+    from phi1.engines.progress import progress_bar
 
     preflight(cfg)
     executor = build_executor(cfg, steps, logging_dir)
@@ -166,25 +166,23 @@ def _run_slurm(cfg: IngestConfig, steps: list, logging_dir: Path) -> None:
     except subprocess.CalledProcessError as exc:
         raise Phi1Error(f"ingest: sbatch failed (exit {exc.returncode}); see {logging_dir / 'launch_script.slurm'}") from None
     job_id = str(executor.job_id)
-    bar = tqdm(total=cfg.tasks, desc=f"ingest slurm job {job_id}", unit="task", file=sys.stderr, disable=None)
     try:
-        while True:
-            missing = missing_ranks(logging_dir, cfg.tasks)
-            bar.update(cfg.tasks - len(missing) - bar.n)
-            if not missing:
-                return
-            if not _job_queued(job_id):
-                # Markers are written before a task exits; one last look for a task that just finished.
+        with progress_bar(cfg.tasks, f"ingest slurm job {job_id}") as update:
+            while True:
                 missing = missing_ranks(logging_dir, cfg.tasks)
-                if missing:
-                    raise _incomplete_error("slurm", missing, cfg.tasks, logging_dir)
-                return
-            time.sleep(cfg.slurm.poll_seconds)
+                update(cfg.tasks - len(missing))
+                if not missing:
+                    return
+                if not _job_queued(job_id):
+                    # Markers are written before a task exits; one last look for a task that just finished.
+                    missing = missing_ranks(logging_dir, cfg.tasks)
+                    if missing:
+                        raise _incomplete_error("slurm", missing, cfg.tasks, logging_dir)
+                    return
+                time.sleep(cfg.slurm.poll_seconds)
     except KeyboardInterrupt:
         subprocess.run(["scancel", job_id], capture_output=True)
         raise
-    finally:
-        bar.close()
 
 
 def _run_ray(cfg: IngestConfig, steps: list, logging_dir: Path) -> None:

@@ -82,10 +82,14 @@ class _SourceMixin:
             if rank != 0:
                 return
             rank, world_size = 0, 1
-        docs = super().run(None, rank, world_size)  # type: ignore[misc]
+        docs = self._documents(rank, world_size)
         if self.source_limit is not None:
             docs = itertools.islice(docs, self.source_limit)
         yield from docs
+
+    def _documents(self, rank: int, world_size: int) -> DocumentsPipeline:
+        """This task's documents: the datatrove reader's."""
+        return super().run(None, rank, world_size)  # type: ignore[misc]
 
     def doc(self, path: str, key: str, **fields: Any) -> Document:
         self.stat_update("documents")  # type: ignore[attr-defined]
@@ -99,17 +103,16 @@ class _DiskSourceMixin(_SourceMixin):
     files: list[tuple[str, str]]
     root: str
 
-    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        if data:
-            yield from data
-        if self.source_limit is not None:
-            if rank != 0:
-                return
-            rank, world_size = 0, 1
-        docs = self._read_shard(self.files[rank::world_size])
-        if self.source_limit is not None:
-            docs = itertools.islice(docs, self.source_limit)
-        for doc in docs:
+    def __init__(self, source: str, index: int, limit: int | None, root: str, files: list[tuple[str, str]],
+                 content_column: str, path_column: str | None):
+        super().__init__(root, text_key=content_column)  # the datatrove reader's (next in the MRO)
+        self._init_source(source, index, limit)
+        self.root, self.files = root, files
+        self.path_column = path_column
+
+    def _documents(self, rank: int, world_size: int) -> DocumentsPipeline:
+        """This task's share of the files, read here (datatrove's reader lists its own)."""
+        for doc in self._read_shard(self.files[rank::world_size]):
             self.update_doc_stats(doc)  # type: ignore[attr-defined]
             yield doc
 
@@ -168,13 +171,6 @@ class SourceJsonlReader(_DiskSourceMixin, JsonlReader):
 
     name = "phi1 jsonl"
 
-    def __init__(self, source: str, index: int, limit: int | None, root: str, files: list[tuple[str, str]],
-                 content_column: str, path_column: str | None):
-        JsonlReader.__init__(self, root, text_key=content_column)
-        self._init_source(source, index, limit)
-        self.root, self.files = root, files
-        self.path_column = path_column
-
     def read_stream(self, fh: BinaryIO, name: str) -> Iterator[Document]:
         import orjson
         from fsspec.compression import compr
@@ -206,13 +202,6 @@ class SourceParquetReader(_DiskSourceMixin, ParquetReader):
     """Parquet files with a content column (an export of The Stack looks like this)."""
 
     name = "phi1 parquet"
-
-    def __init__(self, source: str, index: int, limit: int | None, root: str, files: list[tuple[str, str]],
-                 content_column: str, path_column: str | None):
-        ParquetReader.__init__(self, root, text_key=content_column)
-        self._init_source(source, index, limit)
-        self.root, self.files = root, files
-        self.path_column = path_column
 
     def read_stream(self, fh: BinaryIO, name: str) -> Iterator[Document]:
         import pyarrow.parquet as pq

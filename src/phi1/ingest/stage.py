@@ -34,7 +34,6 @@ import hashlib
 import json
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -44,9 +43,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from phi1.config import IngestConfig, SourceConfig
+from phi1.engines.progress import tracked
 from phi1.ingest.dedup import DedupSignature, find_duplicates
 from phi1.ingest.executors import preflight, run_pipeline
 from phi1.ingest.filters import (
@@ -287,9 +286,7 @@ def _deduplicate(cfg: IngestConfig, kept: pa.Table, files: list[dict], kept_orde
     """Exact + near dedup in the global order; marks duplicates in `files`, returns data/raw rows."""
     hashes = kept.column("hash").to_pylist()
     minhashes = kept.column("minhash").to_pylist()
-    bar = tqdm(kept_order, desc="ingest dedup", unit="file", file=sys.stderr, disable=None, leave=False,
-               mininterval=0.5)
-    verdicts = find_duplicates(((hashes[r], minhashes[r]) for _, r in bar), cfg.minhash_threshold,
+    verdicts = find_duplicates(((hashes[r], minhashes[r]) for _, r in tracked(kept_order, "ingest dedup")), cfg.minhash_threshold,
                                cfg.minhash_num_perm, cfg.seed, exact=cfg.dedup_exact)
     texts = kept.column("text")
     rows = []

@@ -13,20 +13,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from phi1.config import PretrainConfig
 from phi1.engines.training.data import MASK_PROMPT
 from phi1.engines.training.model_shapes import build_config
 from phi1.engines.training.run import check_tokens, run_training
 
 
 def run(
-    cfg,
-    tokens: str | Path = "data/tokens/pretrain",
-    tokenizer: str | Path = "tokenizer",
-    out: str | Path = "checkpoints/base",
-    state_dir: str | Path = "checkpoints/.state/pretrain",
-    metrics_path: str | Path = "metrics/pretrain.json",
-    plots_dir: str | Path = "plots/pretrain",
+    cfg: PretrainConfig,
+    tokens: str | Path,
+    tokenizer: str | Path,
+    out: str | Path,
+    state_dir: str | Path,
+    metrics_path: str | Path,
+    plots_dir: str | Path,
 ) -> dict:
+    """Train on the token folder `tokens` (made with `tokenizer`), resuming from
+    `state_dir`; export the best checkpoint to `out`; return the metrics written."""
     from transformers import AutoModelForCausalLM
 
     from phi1.engines.training.tokenizers import load_tokenizer

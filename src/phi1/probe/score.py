@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Optional, Sequence
 from phi1.errors import Phi1Error
 from phi1.engines.sandbox import open_sandbox
 from phi1.engines.sandbox import Sandbox
-from phi1.io import atomic_file
+from phi1.io import atomic_file, read_jsonl
 from phi1.probe.apivalidity import api_chains
 from phi1.probe.suite import Probe
 from phi1.probe.xvfb import xvfb
@@ -50,20 +50,13 @@ def read_samples(path: str | Path, probes: Sequence[Probe]) -> list[dict]:
     p = Path(path)
     known = {pr.id for pr in probes}
     out = []
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise Phi1Error(f"{p} line {lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("probe_id"), str) \
-                    or not isinstance(row.get("completion"), str):
-                raise Phi1Error(f"{p} line {lineno}: a sample needs a string `probe_id` and a string `completion`")
-            if row["probe_id"] not in known:
-                raise Phi1Error(f"{p} line {lineno}: unknown probe id {row['probe_id']!r} (see `phi1 probe list`)")
-            out.append(row)
+    for lineno, row in read_jsonl(p):
+        if not isinstance(row, dict) or not isinstance(row.get("probe_id"), str) \
+                or not isinstance(row.get("completion"), str):
+            raise Phi1Error(f"{p} line {lineno}: a sample needs a string `probe_id` and a string `completion`")
+        if row["probe_id"] not in known:
+            raise Phi1Error(f"{p} line {lineno}: unknown probe id {row['probe_id']!r} (see `phi1 probe list`)")
+        out.append(row)
     if not out:
         raise Phi1Error(f"{p}: no samples")
     return out
@@ -131,3 +124,18 @@ def write_results(path: str | Path, rows: Sequence[dict]) -> None:
     with atomic_file(path) as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
+
+
+def score_file(samples: str | Path, out: str | Path, *, workers: Optional[int] = None, timeout: float = 10.0,
+               memory_bytes: int = 2 << 30, unsafe_guard: bool = False) -> dict:
+    """`phi1 probe score`: run the samples JSONL headless (Xvfb + sandbox), write the
+    verdicts and diagnostics to `out`; return the summary."""
+    from phi1.engines.progress import progress_bar
+    from phi1.probe.suite import load_suite
+
+    probes = load_suite()
+    rows = read_samples(samples, probes)
+    with probe_sandbox(workers, unsafe_guard=unsafe_guard) as box, progress_bar(len(rows), "probes: execute") as update:
+        scored = score(rows, probes, box, timeout=timeout, memory_bytes=memory_bytes, progress=update)
+    write_results(out, scored.rows)
+    return scored.summary

@@ -23,10 +23,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from phi1.config import ProbeConfig
-from phi1.errors import Phi1Error
 from phi1.engines.benchmarks import Task
 from phi1.engines.progress import progress_bar
-from phi1.engines.generation import generate, load_model, write_samples
+from phi1.engines.generation import check_model_dir, generate, load_model, write_samples
 from phi1.io import atomic_dir, write_json
 from phi1.probe.score import ProbeScore, probe_sandbox, score, write_results
 from phi1.probe.suite import Probe, load_suite
@@ -45,15 +44,14 @@ def metrics_of(summary: dict) -> dict:
             "n_probes": summary["n_probes"], "by_library": summary["by_library"]}
 
 
-def run(cfg: ProbeConfig, out: str | Path = "reports/probe", metrics_path: str | Path = "metrics/probe.json") -> dict:
+def run(cfg: ProbeConfig, out: str | Path, metrics_path: str | Path) -> dict:
     """Run the stage; returns what it writes to `metrics_path`."""
     import mlflow
 
     from phi1.tracking import stage_run
 
     for ckpt in cfg.checkpoints:
-        if not (Path(ckpt) / "config.json").is_file():
-            raise Phi1Error(f"probe.checkpoints: {ckpt} is not a Hugging Face model folder (no config.json)")
+        check_model_dir(ckpt, "probe.checkpoints")
     probes = load_suite(libraries=tuple(cfg.libraries))
     tasks = [as_task(p) for p in probes]
     metrics: dict[str, dict] = {}
@@ -83,10 +81,12 @@ def run(cfg: ProbeConfig, out: str | Path = "reports/probe", metrics_path: str |
 
 def _flat(summary: dict) -> dict[str, float]:
     """pass_rate, api_validity and <library>.<rate> (a null api_validity is left out)."""
-    out = {k: summary[k] for k in ("pass_rate", "api_validity") if summary[k] is not None}
-    for lib, d in summary["by_library"].items():
-        out.update({f"{lib}.{k}": d[k] for k in ("pass_rate", "api_validity") if d[k] is not None})
-    return out
+    from phi1.tracking import flatten
+
+    def rates(d: dict) -> dict:
+        return {k: d[k] for k in ("pass_rate", "api_validity")}
+
+    return flatten({**rates(summary), **{lib: rates(d) for lib, d in summary["by_library"].items()}}, numbers=True)
 
 
 def per_probe_frame(probes, scored: ProbeScore):

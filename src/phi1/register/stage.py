@@ -44,14 +44,11 @@ def _read_json(path: Optional[str | Path]) -> Optional[Any]:
         raise Phi1Error(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
 
 
-def _flat_numbers(d: Any, prefix: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out.update(_flat_numbers(v, f"{prefix}.{str(k).replace('@', '_at_')}"))
-    elif isinstance(d, (int, float)) and not isinstance(d, bool):
-        out[prefix] = repr(float(d))
-    return out
+def _number_tags(d: Any, prefix: str) -> dict[str, str]:
+    """The numbers of a metrics dict as tags, `eval.humaneval.pass_at_1 -> "0.25"`."""
+    from phi1.tracking import flatten, metric_key
+
+    return {k: repr(v) for k, v in flatten(d, prefix, numbers=True, key=metric_key).items()}
 
 
 def lineage_tags(
@@ -76,10 +73,10 @@ def lineage_tags(
         tags[f"lineage.dvc.{path}"] = md5
 
     evals = _read_json(eval_path) or {}
-    tags.update(_flat_numbers(evals.get(ckpt.name, {}), "eval"))
+    tags.update(_number_tags(evals.get(ckpt.name, {}), "eval"))
     tags = {k: v for k, v in tags.items() if not k.endswith(".n_tasks")}
     probe = _read_json(probe_path) or {}
-    tags.update(_flat_numbers(probe.get(ckpt.name, {}), "probe"))
+    tags.update(_number_tags(probe.get(ckpt.name, {}), "probe"))
 
     validation = _read_json(validation_path)
     if isinstance(validation, dict) and validation:
@@ -105,24 +102,25 @@ def lineage_tags(
 
 def run(
     cfg: RegisterConfig,
-    metrics_path: str | Path = "metrics/register.json",
-    params_path: str | Path = "params.yaml",
-    lock_path: str | Path = "dvc.lock",
-    eval_path: Optional[str | Path] = "metrics/eval.json",
-    probe_path: Optional[str | Path] = "metrics/probe.json",
-    validation_path: Optional[str | Path] = "reports/validation/summary.json",
-    contamination_path: Optional[str | Path] = "reports/contamination.json",
+    metrics_path: str | Path,
+    params_path: str | Path,
+    lock_path: str | Path,
+    eval_path: Optional[str | Path],
+    probe_path: Optional[str | Path],
+    validation_path: Optional[str | Path],
+    contamination_path: Optional[str | Path],
 ) -> dict[str, Any]:
-    """Register the checkpoints, promote per `cfg.promote`; return what `metrics_path` gets."""
+    """Register the checkpoints, promote per `cfg.promote`; return what `metrics_path` gets.
+    An input file that is None or missing leaves its lineage tags out."""
     from phi1.engines import model_registry as registry
+    from phi1.engines.generation import check_model_dir
     from phi1.tracking import stage_run
 
     pairs = [(cfg.model_name, cfg.checkpoint)]
     if cfg.base_model_name and cfg.base_checkpoint:
         pairs.append((cfg.base_model_name, cfg.base_checkpoint))
     for _, ckpt in pairs:
-        if not (Path(ckpt) / "config.json").is_file():
-            raise Phi1Error(f"register: {ckpt} is not a Hugging Face model folder (no config.json)")
+        check_model_dir(ckpt, "register")
     files = [p for p in (params_path, eval_path, probe_path, validation_path, contamination_path)
              if p is not None and Path(p).is_file()]
     out: dict[str, Any] = {}

@@ -12,9 +12,9 @@ It fails closed: without namespaces it runs nothing unless `unsafe_guard` allows
 
 from __future__ import annotations
 
-import sys
 from typing import Optional, Sequence
 
+from phi1.engines.progress import progress_bar
 from phi1.engines.sandbox import Sandbox
 
 
@@ -36,12 +36,8 @@ def run_examples(programs: Sequence[str], timeout: float, memory_bytes: int, wor
     if sandbox is None:
         with check_sandbox(min(workers, len(programs)), unsafe_guard) as box:
             return run_examples(programs, timeout, memory_bytes, progress=progress, sandbox=box)
-    from tqdm.auto import tqdm
-
-    with tqdm(total=len(programs), desc="check examples", unit="ex", file=sys.stderr,
-              disable=not progress, dynamic_ncols=True, mininterval=1.0) as bar:
-        results = sandbox.map(programs, timeout=timeout, memory_bytes=memory_bytes,
-                              progress=lambda n: bar.update(n - bar.n))
+    with progress_bar(len(programs), "check examples", enabled=progress) as update:
+        results = sandbox.map(programs, timeout=timeout, memory_bytes=memory_bytes, progress=update)
     return [r.status for r in results]
 
 

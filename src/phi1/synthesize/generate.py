@@ -15,11 +15,11 @@ interrupted resumes where it stopped (finished requests are read from the cache)
 from __future__ import annotations
 
 import ast
-import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from phi1.errors import Phi1Error
+from phi1.engines.progress import progress_bar
 from phi1.synthesize.exercise import Exercise, exercise_from_source
 from phi1.engines.markdown import python_blocks
 from phi1.synthesize.lists import Request
@@ -111,22 +111,21 @@ class OpenAIGenerator:
     def generate(self, batch: Sequence[Messages], seeds: Sequence[int], description: str = "synthesize") -> list[Optional[str]]:
         from concurrent.futures import ThreadPoolExecutor, as_completed
 
-        from tqdm.auto import tqdm
-
         out: list[Optional[str]] = [None] * len(batch)
         params = {"temperature": self.cfg.temperature, "max_tokens": self.cfg.max_new_tokens}
         # Submitted in windows, so a million requests never sit in memory as futures at once.
         window = self.cfg.concurrency * 32
         pool = ThreadPoolExecutor(max_workers=self.cfg.concurrency)
         try:
-            with tqdm(total=len(batch), desc=description, file=sys.stderr, disable=not self.progress or not batch,
-                      unit="req", dynamic_ncols=True, mininterval=1.0) as bar:
+            with progress_bar(len(batch), description, enabled=self.progress) as update:
+                done = 0
                 for start in range(0, len(batch), window):
                     futures = {pool.submit(self.client.complete, batch[i], seed=int(seeds[i]), **params): i
                                for i in range(start, min(start + window, len(batch)))}
                     for fut in as_completed(futures):
                         out[futures[fut]] = fut.result()  # an LLMError stops the run; answers so far stay cached
-                        bar.update(1)
+                        done += 1
+                        update(done)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return out
@@ -136,23 +135,14 @@ class TransformersGenerator:
     """Batched sampling from a local HF causal LM directory (chat template when it has one)."""
 
     def __init__(self, cfg: Any, progress: bool = True) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from phi1.engines.generation import check_model_dir, load_model
 
-        model_dir = Path(cfg.model_dir).expanduser()
-        if not (model_dir / "config.json").is_file():
-            raise Phi1Error(f"synthesize.model_dir: no Hugging Face model (config.json) in {model_dir}")
+        model_dir = check_model_dir(Path(cfg.model_dir).expanduser(), "synthesize.model_dir")
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-            self.lm = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True)
-        except (OSError, ValueError, KeyError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise Phi1Error(f"synthesize.model_dir: cannot load a causal LM and tokenizer from {model_dir}: {first}") from None
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        self.tokenizer.padding_side = "left"  # generation continues at the right edge
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.lm.to(self.device).eval()
+            self.lm = load_model(model_dir, dtype="float32")  # data: the same on any hardware
+        except Phi1Error as exc:
+            raise Phi1Error(f"synthesize.model_dir: {exc}") from None
+        self.tokenizer = self.lm.tokenizer
         self.cfg = cfg
         self.model = str(model_dir)
         self.progress = progress
@@ -164,25 +154,19 @@ class TransformersGenerator:
 
     def generate(self, batch: Sequence[Messages], seeds: Sequence[int], description: str = "synthesize") -> list[Optional[str]]:
         import torch
-        from tqdm.auto import tqdm
+
+        from phi1.engines.generation import complete
 
         out: list[Optional[str]] = []
         bs = self.cfg.batch_size
-        sample = self.cfg.temperature > 0
-        with torch.inference_mode():
-            for start in tqdm(range(0, len(batch), bs), desc=description, file=sys.stderr,
-                              disable=not self.progress or not batch, unit="batch"):
+        with progress_bar(len(batch), description, enabled=self.progress) as update:
+            for start in range(0, len(batch), bs):
                 prompts = [self._prompt(m) for m in batch[start : start + bs]]
-                enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
                 # The batch's first request seed makes the batch reproducible.
                 torch.manual_seed(int(seeds[start]))
-                gen_kwargs: dict[str, Any] = {"max_new_tokens": self.cfg.max_new_tokens, "do_sample": sample,
-                                              "pad_token_id": self.tokenizer.pad_token_id}
-                if sample:
-                    gen_kwargs["temperature"] = self.cfg.temperature
-                ids = self.lm.generate(**enc, **gen_kwargs)
-                new = ids[:, enc["input_ids"].shape[1] :]
-                out.extend(self.tokenizer.batch_decode(new, skip_special_tokens=True))
+                out.extend(complete(self.lm, prompts, max_new_tokens=self.cfg.max_new_tokens,
+                                    temperature=self.cfg.temperature))
+                update(len(out))
         return out
 
 

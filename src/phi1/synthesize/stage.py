@@ -30,6 +30,7 @@ from typing import Any, Optional
 
 import pyarrow as pa
 
+from phi1.config import SynthesizeConfig
 from phi1.errors import Phi1Error
 from phi1.io import check_output, iter_rows, outputs, write_shards
 from phi1.synthesize.exercise import Exercise
@@ -60,7 +61,7 @@ class _Built:
         self.requested = 0
 
 
-def run(cfg: Any, filtered: str | Path, textbook_out: str | Path, exercises_out: str | Path,
+def run(cfg: SynthesizeConfig, filtered: str | Path, textbook_out: str | Path, exercises_out: str | Path,
         metrics_path: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run the stage; return the metrics it wrote."""
     from phi1.synthesize.checks import check_sandbox

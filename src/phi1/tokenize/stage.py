@@ -40,7 +40,9 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
+from phi1.config import TokenizeConfig
 from phi1.errors import Phi1Error
+from phi1.engines.progress import tracked
 from phi1.engines.training.tokenizers import load_tokenizer, tokenizer_fingerprint
 from phi1.io import check_output, outputs, shard_files, write_json
 from phi1.engines.training.data import MASK_PAD, MASK_PROMPT, MASK_SOLUTION, META
@@ -224,12 +226,6 @@ def _dtype(vocab: int):
     return np.uint16 if vocab <= np.iinfo(np.uint16).max + 1 else np.uint32
 
 
-def _progress(it, total: int | None, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(it, total=total, desc=desc, unit="doc", leave=False, mininterval=1.0)
-
-
 def _batches(it: Iterable, n: int) -> Iterator[list]:
     batch: list = []
     for x in it:
@@ -259,7 +255,7 @@ def tokenize_pretrain(tokenizer, inputs: Sequence[tuple[Path, str]], out: Path, 
 
     def encoded() -> Iterator[tuple[bytes, str, list[int]]]:
         for path, column in inputs:
-            for batch in _batches(_progress(iter_column(path, column), None, f"encode {path}"), 512):
+            for batch in _batches(tracked(iter_column(path, column), f"encode {path}"), 512):
                 for text, enc in zip(batch, backend.encode_batch(batch, add_special_tokens=False)):
                     yield doc_key(text), text, enc.ids + [eos]
 
@@ -336,7 +332,7 @@ def tokenize_finetune(tokenizer, path: Path, out: Path, seq_len: int, val_fracti
     writers = {s: ShardWriter(out, s, seq_len, dtype, shard_tokens, with_mask=True) for s in ("train", "val")}
     packers = {s: ExercisePacker(w, eos) for s, w in writers.items()}
     docs = {"train": 0, "val": 0}
-    for batch in _batches(_progress(_exercises(path), len(keys), f"encode {path}"), 512):
+    for batch in _batches(tracked(_exercises(path), f"encode {path}", len(keys)), 512):
         prompts = backend.encode_batch([p for p, _ in batch], add_special_tokens=False)
         solutions = backend.encode_batch([s for _, s in batch], add_special_tokens=False)
         for (p, s), pe, se in zip(batch, prompts, solutions):
@@ -365,19 +361,20 @@ def parse_input(item: str) -> tuple[Path, str]:
 
 
 def run(
-    cfg,
-    pretrain_inputs: Sequence[tuple[str | Path, str] | str] | None = None,
-    finetune_input: str | Path | None = None,
-    tokenizer_out: str | Path = "tokenizer",
-    pretrain_out: str | Path = "data/tokens/pretrain",
-    finetune_out: str | Path = "data/tokens/finetune",
-    metrics_path: str | Path = "metrics/tokenize.json",
+    cfg: TokenizeConfig,
+    pretrain_inputs: Sequence[tuple[str | Path, str] | str] | None,
+    finetune_input: str | Path | None,
+    tokenizer_out: str | Path,
+    pretrain_out: str | Path,
+    finetune_out: str | Path,
+    metrics_path: str | Path,
 ) -> dict:
     """Build the tokenizer and both token folders; return the metrics written.
 
     `pretrain_inputs` (PATH:COLUMN strings or (path, column) pairs) overrides
-    `cfg.pretrain_inputs`; the config logged to MLflow shows the inputs used.
-    `finetune_input=None` tokenizes pretraining data only (finetune_out is left alone)."""
+    `cfg.pretrain_inputs`; None keeps them, and the config logged to MLflow shows the
+    inputs used. `finetune_input=None` tokenizes pretraining data only (finetune_out is
+    left alone)."""
     from phi1.tracking import numeric_metrics, stage_run, tracked_metrics
 
     t0 = time.time()

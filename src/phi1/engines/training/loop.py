@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from phi1.errors import Phi1Error
+from phi1.engines.progress import progress_bar
 from phi1.engines.training.data import MASK_PROMPT, BatchOrder, TokenShards
 from phi1.engines.training.model_shapes import flops_per_token, peak_flops
 from phi1.engines.training.track import RunLog
@@ -347,67 +348,60 @@ def train(
     steps_window, loss_window = state.window_steps, torch.tensor(state.window_loss, device=device)
     tokens_per_s, mfu = 0.0, None
     grad_norm = torch.zeros(())
-    bar = None
-    if progress and accelerator.is_main_process:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.max_steps, initial=state.step, desc="train", unit="step", leave=False, mininterval=1.0)
     start_step = state.step
-    while state.step < cfg.max_steps:
-        step = state.step
-        rows = order.global_batch_rows(step)
-        norm = max(1, n_targets(train_data, rows)) / world  # DDP averages gradients over processes
-        local = BatchOrder.local_rows(rows, accum, world, rank)
-        step_loss = torch.zeros((), device=device)
-        for a in range(accum):
-            ids, labels = batch(local[a])
-            ctx = accelerator.no_sync(model) if a < accum - 1 else contextlib.nullcontext()
-            with ctx:
-                loss = model(input_ids=ids, labels=labels, num_items_in_batch=norm).loss
-                accelerator.backward(loss)
-            step_loss += loss.detach()
-        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        state.tokens += cfg.global_batch_size * seq_len
-        loss_window += step_loss
-        steps_window += 1
-        timed_steps += 1
-        if bar is not None:
-            bar.update(1)
+    with progress_bar(cfg.max_steps, "train", enabled=progress and accelerator.is_main_process) as update_bar:
+        update_bar(state.step)
+        while state.step < cfg.max_steps:
+            step = state.step
+            rows = order.global_batch_rows(step)
+            norm = max(1, n_targets(train_data, rows)) / world  # DDP averages gradients over processes
+            local = BatchOrder.local_rows(rows, accum, world, rank)
+            step_loss = torch.zeros((), device=device)
+            for a in range(accum):
+                ids, labels = batch(local[a])
+                ctx = accelerator.no_sync(model) if a < accum - 1 else contextlib.nullcontext()
+                with ctx:
+                    loss = model(input_ids=ids, labels=labels, num_items_in_batch=norm).loss
+                    accelerator.backward(loss)
+                step_loss += loss.detach()
+            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.tokens += cfg.global_batch_size * seq_len
+            loss_window += step_loss
+            steps_window += 1
+            timed_steps += 1
+            update_bar(state.step)
 
-        last = state.step == cfg.max_steps
-        if state.step % cfg.log_every == 0 or last:
-            mean_loss = float(accelerator.reduce(loss_window, "mean")) / steps_window
-            elapsed = time.perf_counter() - t_window
-            tokens_per_s = timed_steps * cfg.global_batch_size * seq_len / max(elapsed, 1e-9)
-            mfu = fpt * tokens_per_s / (peak * world) if peak else None
-            log.log("train", state.step, {
-                "epoch": round(order.epoch_of(state.step), 4), "loss": mean_loss,
-                "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), "tokens_per_s": tokens_per_s,
-                "mfu": mfu, "peak_mem_mb": peak_memory_mb(), "tokens": state.tokens,
-            })
-            if bar is not None:
-                bar.set_postfix(loss=f"{mean_loss:.3f}")
-            t_window, timed_steps, steps_window, loss_window = time.perf_counter(), 0, 0, torch.zeros((), device=device)
-        ckpt = state.step % cfg.checkpoint_every == 0 or last
-        if state.step % cfg.eval_every == 0 or ckpt:
-            record_val(state.step, evaluate())
-            if state.best_val is None or state.last_val < state.best_val:
-                if ckpt and save_checkpoints:  # "best" names a checkpoint we keep
-                    state.best_val, state.best_step = state.last_val, state.step
-        if ckpt and save_checkpoints:
-            # Store the open log window as a plain number and go on from that number, as a
-            # run resumed from this checkpoint will.
-            state.window_loss = float(accelerator.reduce(loss_window, "mean"))
-            state.window_steps = steps_window
-            loss_window = torch.tensor(state.window_loss, device=device)
-            save_checkpoint(state.step)
-    if bar is not None:
-        bar.close()
+            last = state.step == cfg.max_steps
+            if state.step % cfg.log_every == 0 or last:
+                mean_loss = float(accelerator.reduce(loss_window, "mean")) / steps_window
+                elapsed = time.perf_counter() - t_window
+                tokens_per_s = timed_steps * cfg.global_batch_size * seq_len / max(elapsed, 1e-9)
+                mfu = fpt * tokens_per_s / (peak * world) if peak else None
+                log.log("train", state.step, {
+                    "epoch": round(order.epoch_of(state.step), 4), "loss": mean_loss,
+                    "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), "tokens_per_s": tokens_per_s,
+                    "mfu": mfu, "peak_mem_mb": peak_memory_mb(), "tokens": state.tokens,
+                })
+                update_bar(state.step, f"train (loss {mean_loss:.3f})")
+                t_window, timed_steps, steps_window, loss_window = time.perf_counter(), 0, 0, torch.zeros((), device=device)
+            ckpt = state.step % cfg.checkpoint_every == 0 or last
+            if state.step % cfg.eval_every == 0 or ckpt:
+                record_val(state.step, evaluate())
+                if state.best_val is None or state.last_val < state.best_val:
+                    if ckpt and save_checkpoints:  # "best" names a checkpoint we keep
+                        state.best_val, state.best_step = state.last_val, state.step
+            if ckpt and save_checkpoints:
+                # Store the open log window as a plain number and go on from that number, as a
+                # run resumed from this checkpoint will.
+                state.window_loss = float(accelerator.reduce(loss_window, "mean"))
+                state.window_steps = steps_window
+                loss_window = torch.tensor(state.window_loss, device=device)
+                save_checkpoint(state.step)
     seconds = time.perf_counter() - t_start
 
     net = accelerator.unwrap_model(model, keep_torch_compile=False)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from phi1.errors import Phi1Error
 from phi1.io import check_output, outputs
-from phi1.tracking import split_run_figures
+from phi1.tracking import log_folder, split_run_figures
 from phi1.engines.training.data import TokenShards
 from phi1.engines.training.loop import LoopResult, make_accelerator, train
 from phi1.engines.training.model_shapes import resolve_attention
@@ -144,7 +144,7 @@ def _finish(stage, cfg, net, tokenizer, result: LoopResult, log: RunLog, out: Pa
              {f"final.{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
     if result.resumed_from is not None:
         log.call("set tag", mlflow.set_tag, "phi1.resumed_from_step", str(result.resumed_from))
-    log.call("log plots", mlflow.log_artifacts, str(plots_dir), "plots")
+    log.call("log plots", log_folder, plots_dir, "plots")
     if cfg.log_model:
         log.call("log model", mlflow.transformers.log_model,
                  transformers_model={"model": net, "tokenizer": tokenizer}, name="model",
