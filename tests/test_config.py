@@ -11,7 +11,6 @@ from phi1.config import (
     ConfigError,
     EmbeddingConfig,
     FilterConfig,
-    IngestConfig,
     LLMBackendConfig,
     SourceConfig,
     TrainingConfig,

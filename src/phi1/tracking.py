@@ -88,12 +88,15 @@ def _http_env(retries: int, timeout: int, backoff: int | None = None) -> dict[st
 
 
 @contextlib.contextmanager
-def _one_short_try() -> Iterator[None]:
-    """MLflow requests within: no retry, 2 s timeout (closing a run on a server just lost)."""
-    env = _http_env(0, 2)
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+def environ(values: dict[str, str | None]) -> Iterator[None]:
+    """Set (a str) or unset (None) environment variables within the block; restore after."""
+    old = {k: os.environ.get(k) for k in values}
     try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         yield
     finally:
         for k, v in old.items():
@@ -101,6 +104,11 @@ def _one_short_try() -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _one_short_try():
+    """MLflow requests within: no retry, 2 s timeout (closing a run on a server just lost)."""
+    return environ(_http_env(0, 2))
 
 
 def store_failure(exc: BaseException) -> BaseException | None:

@@ -4,17 +4,16 @@ checkpoint x number."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import os
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from phi1.ablate.figure import figure
 from phi1.ablate.results import COLUMNS, Ablation
 from phi1.ablate.stats import SUMMARY_METRICS, verdicts
 from phi1.io import MARKER, atomic_dir, write_json
+from phi1.tracking import environ
 
 
 def write_results(out: Path, result: Ablation, meta: dict[str, Any]) -> None:
@@ -36,22 +35,10 @@ def _key(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", s)
 
 
-@contextlib.contextmanager
-def tracking_target(env: dict[str, str]) -> Iterator[None]:
+def tracking_target(env: dict[str, str]):
     """This process's MLflow target = the one the queued stages get (restored after)."""
-    keys = ("MLFLOW_TRACKING_URI", "PHI1_EXPERIMENT", "PHI1_VARIANT", "DVC_EXP_NAME")
-    saved = {k: os.environ.get(k) for k in keys}
-    for k in keys:
-        os.environ.pop(k, None)
-    os.environ.update({k: env[k] for k in ("MLFLOW_TRACKING_URI", "PHI1_EXPERIMENT")})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return environ({"MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"], "PHI1_EXPERIMENT": env["PHI1_EXPERIMENT"],
+                    "PHI1_VARIANT": None, "DVC_EXP_NAME": None})
 
 
 def create_experiment(env: dict[str, str], repo: Path) -> None:

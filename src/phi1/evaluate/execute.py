@@ -14,12 +14,11 @@ error: "failed: AssertionError (line 12: assert ...)", "timeout: ...") and `isol
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from phi1.errors import Phi1Error
 from phi1.engines import benchmarks

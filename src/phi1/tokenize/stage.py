@@ -28,10 +28,8 @@ See `phi1.engines.training.data` for the on-disk layout.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import json
 import math
 import time
 from pathlib import Path
@@ -392,7 +390,7 @@ def run(
     lineage = [str(p) for p, _ in inputs] + ([str(ft_path)] if ft_path else [])
 
     sources = lineage + ([cfg.tokenizer] if cfg.tokenizer != "bpe" else [])
-    with stage_run("tokenize", cfg, inputs=lineage) as _run, outputs(sources) as staged:
+    with stage_run("tokenize", cfg, inputs=lineage), outputs(sources) as staged:
         import mlflow
 
         check_output(metrics_path, sources, "file")  # before the work; staged at the end
