@@ -23,6 +23,27 @@ def test_stage_run_logs_config_commit_and_input_hashes(workdir):
     assert got.data.tags["data.data/a.txt"].startswith("computed:")
     assert got.info.artifact_uri.startswith((workdir / "mlruns").as_uri())
     assert mlflow.get_tracking_uri().startswith("sqlite:///")
+    # MLflow's own lineage fields: the source, its commit, and each input as a dataset
+    assert got.data.tags["mlflow.source.name"] == "phi1 filter"
+    assert got.data.tags.get("mlflow.source.git.commit") == (
+        None if got.data.tags["git.commit"] == "unknown" else got.data.tags["git.commit"])
+    inputs = {i.dataset.name: (i.dataset.digest, i.dataset.source_type, {t.key: t.value for t in i.tags})
+              for i in got.inputs.dataset_inputs}
+    assert inputs["data/locked"] == ("abc.dir", "local", {"mlflow.data.context": "input", "phi1.hash": "dvc"})
+    assert inputs["data/a.txt"][0] == got.data.tags["data.data/a.txt"].removeprefix("computed:")
+    assert inputs["data/a.txt"][2]["phi1.hash"] == "computed"
+
+
+def test_stage_run_sets_the_git_commit_of_the_project_not_of_the_entry_script(workdir):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q"], check=True)
+    subprocess.run(["git", "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "x"],
+                   check=True)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    with stage_run("ingest") as run:
+        pass
+    assert mlflow.get_run(run.info.run_id).data.tags["mlflow.source.git.commit"] == sha
 
 
 def test_input_hash_changes_with_content(workdir):

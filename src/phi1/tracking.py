@@ -432,18 +432,45 @@ def stage_run(
     setup()
     close_left_open()
     sha, dirty = git_commit()
-    all_tags = {"phi1.stage": stage, "git.commit": sha, "git.dirty": str(dirty).lower()}
-    for path, h in input_hashes(inputs).items():
+    all_tags = {"phi1.stage": stage, "git.commit": sha, "git.dirty": str(dirty).lower(),
+                # MLflow's own lineage fields: its autodetection looks at the entry script,
+                # which lives in the (git-ignored) virtualenv, and finds no commit
+                "mlflow.source.name": f"phi1 {stage}", "mlflow.source.type": "LOCAL"}
+    if sha != "unknown":
+        all_tags["mlflow.source.git.commit"] = sha
+    hashes = input_hashes(inputs)
+    for path, h in hashes.items():
         all_tags[f"data.{path}"] = h
     all_tags.update(variant_tags())
     all_tags.update(tags or {})
     run = _start(stage, lambda: mlflow.start_run(run_name=run_name or stage, tags=all_tags))
     with _closing(run, stage, wrap=True):
+        log_inputs(hashes)
         if cfg is not None:
             params = {k: _param_value(v) for k, v in flatten(to_dict(cfg), lists=True).items()}
             mlflow.log_params(params)
             mlflow.log_dict(to_dict(cfg), f"config/{stage}.json")
         yield run
+
+
+def log_inputs(hashes: dict[str, str]) -> None:
+    """Each input as an MLflow dataset input (the run page's Datasets column): its path,
+    relative to the project as given, and its DVC hash (or the hash computed here)."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    for path, h in hashes.items():
+        if h == "missing":
+            continue
+        kind, _, digest = h.partition(":")  # dvc:<md5>[.dir] or computed:<md5>
+        with warnings.catch_warnings():  # a local path: "can be interpreted in multiple ways" (all local)
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(path)
+        mlflow.log_input(MetaDataset(source=source, name=path, digest=digest), context="input",
+                         tags={"phi1.hash": kind})
 
 
 @contextlib.contextmanager

@@ -86,3 +86,50 @@ def test_promote_is_off_by_default_and_every_gate_metric_has_a_direction(tmp_pat
     with pytest.raises(ConfigError, match="require_improvement needs at least one gate_metrics entry"):
         RegisterConfig(gate_metrics={})
     assert RegisterConfig(gate_metrics={}, require_improvement=False).gate_metrics == {}
+
+
+# A Python audit hook sees every name lookup and connect of the process, whatever library
+# makes it; the run's own MLflow store is a sqlite file, so any of these is an attempt.
+_NO_NET = r"""
+import sys
+seen = []
+def hook(event, args):
+    if event in ("socket.getaddrinfo", "socket.connect", "socket.sendto"):
+        seen.append(f"{event} {args[1] if event != 'socket.getaddrinfo' else args[0]!r}")
+sys.addaudithook(hook)
+from phi1.cli import app
+try:
+    app(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+open("network.log", "w").write("\n".join(seen))
+sys.exit(code)
+"""
+
+
+@pytest.mark.slow
+def test_register_makes_no_outbound_attempt_without_an_opt_in(workdir):
+    """Run the README way, without the Makefile's environment (no HF_*_OFFLINE), in an empty
+    network namespace: phi1 turns the hub off itself, so registering local checkpoints
+    finishes promptly and tries no connection and no name lookup."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from tests.engines.test_model_registry import _inputs
+    from tests.tiny_model import make_tiny_model
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"]).returncode:
+        pytest.skip("cannot make an empty network namespace here (unshare -n needs root)")
+    make_tiny_model(workdir / "checkpoints/phi1")
+    _inputs(workdir, 0.5)
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE") and not k.startswith("HF_")}
+    t0 = time.monotonic()
+    done = subprocess.run(["unshare", "-n", sys.executable, "-c", _NO_NET, "register", "-S",
+                           "register.base_model_name=null", "-S", "register.base_checkpoint=null"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (workdir / "network.log").read_text() == ""
+    assert time.monotonic() - t0 < 120  # no minutes of hub retries
