@@ -38,7 +38,7 @@ sysdeps:
 
 demo: install sysdeps
 	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	$(BIN)/phi1 summary
 	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: install sysdeps

@@ -144,3 +144,29 @@ def test_report_embeds_the_ablation_when_it_exists(workdir):
     assert 'id="ablation"' in page and page.count("<tr>") == 5 and "unfiltered" in page and "abc" not in page
     assert (workdir / "out/ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ablation" not in build(workdir / "out2", ablation_dir=workdir / "nowhere")
+
+
+def test_summary_gives_each_stages_headline_in_80_columns(tmp_path):
+    import io as _io
+    import shutil
+
+    from rich.console import Console
+
+    from phi1.report import summary_rows, summary_table
+    from tests.conftest import REPO
+
+    metrics = tmp_path / "metrics"
+    shutil.copytree(REPO / "metrics", metrics)  # the committed run of the default pipeline
+    rows = summary_rows(metrics)
+    stages = [r[0] for r in rows]
+    assert stages[0] == "ingest" and "evaluate" in stages and stages[-1] == "register"
+    got = {(s, f): v for s, f, v in rows}
+    ingest = json.loads((metrics / "ingest.json").read_text())
+    assert got["ingest", "files kept / read"] == f"{ingest['n_kept']} / {ingest['n_read']}"
+    assert all(v not in ("None", "") for v in got.values())
+    out = _io.StringIO()
+    Console(file=out, width=80).print(summary_table(rows))
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80 and len(lines) < 60
+    (metrics / "eval.json").unlink()  # a stage not run yet is left out, not an error
+    assert not [r for r in summary_rows(metrics) if r[0] == "evaluate"]

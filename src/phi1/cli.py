@@ -500,6 +500,22 @@ def ablate_cmd(
         raise typer.Exit(code)
 
 
+@app.command("summary")
+@user_errors
+def summary_cmd(
+    metrics: Annotated[Path, typer.Option(help="Folder of the stages' metrics JSON files.")] = Path("metrics"),
+) -> None:
+    """The headline figure of every stage of the last pipeline run, in 80 columns (`dvc metrics show` has them all)."""
+    from rich.console import Console
+
+    from phi1.report import summary_rows, summary_table
+
+    rows = summary_rows(metrics)
+    if not rows:
+        raise Phi1Error(f"no stage metrics in {metrics} (run `dvc repro` first)")
+    Console(width=80).print(summary_table(rows))
+
+
 @app.command("report")
 @user_errors
 def report_cmd(

@@ -1,5 +1,7 @@
-"""Seeing results: `phi1 compare` (a rich table) and `phi1 report` (static HTML).
+"""Seeing results: `phi1 summary` (what a pipeline run made, in 80 columns), `phi1
+compare` (a rich table) and `phi1 report` (static HTML).
 
+    phi1 summary                      # the headline figure of each stage, from metrics/*.json
     phi1 compare                      # newest runs: data hashes, params that differ, metrics
     phi1 compare --models             # versions of the registered model: lineage, gates, aliases
     phi1 report --out reports/report  # index.html + PNGs; opens offline
@@ -23,6 +25,79 @@ from pathlib import Path
 from typing import Any, Optional
 
 from phi1.io import atomic_dir
+
+# --------------------------------------------------------------------------- summary
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def summary_rows(metrics_dir: str | Path = "metrics") -> list[tuple[str, str, str]]:
+    """(stage, figure, value): the headline figures of a pipeline run, from the stages'
+    metrics files; a stage whose file is missing is left out."""
+    m = {p.stem: _read_json(p) for p in sorted(Path(metrics_dir).glob("*.json"))}
+    rows: list[tuple[str, str, str]] = []
+    if (d := m.get("ingest")) is not None:
+        drops = ", ".join(f"{k} {v}" for k, v in sorted((d.get("dropped") or {}).items(), key=lambda kv: -kv[1]) if v)
+        rows += [("ingest", "files kept / read", f"{d.get('n_kept')} / {d.get('n_read')}"),
+                 ("ingest", "dropped", drops or "none")]
+    if (d := m.get("annotate")) is not None:
+        rows.append(("annotate", "rated, positive share", f"{d.get('n')}, {_fmt(d.get('positive_fraction'))}"))
+    if (d := m.get("filter")) is not None:
+        rows += [("filter", "held-out ROC-AUC, F1", f"{_fmt(d.get('roc_auc'))}, {_fmt(d.get('f1'))}"),
+                 ("filter", "files kept", f"{d.get('n_kept')} of {d.get('n_scored')} ({_fmt(d.get('kept_fraction'), 2)})")]
+    if (d := m.get("synthesize")) is not None:
+        rows.append(("synthesize", "textbook sections, exercises",
+                     f"{_get(d, 'textbook', 'n')}, {_get(d, 'exercises', 'n')}"))
+    if (d := m.get("decontaminate")) is not None:
+        removed = ", ".join(f"{k} {v}" for k, v in (d.get("removed") or {}).items())
+        rows.append(("decontaminate", f"removed at tau {d.get('tau')}", removed or "-"))
+    if (d := m.get("tokenize")) is not None:
+        rows.append(("tokenize", "train tokens: pretrain, finetune",
+                     f"{_get(d, 'pretrain', 'train_tokens')}, {_get(d, 'finetune', 'train_tokens')}"))
+    for stage in ("pretrain", "finetune"):
+        if (d := m.get(stage)) is not None:
+            rows.append((stage, "val loss first -> best (step)",
+                         f"{_fmt(d.get('first_val_loss'))} -> {_fmt(d.get('best_val_loss'))} ({d.get('best_step')})"))
+    for ckpt, benches in (m.get("eval") or {}).items():
+        for bm, v in (benches or {}).items():
+            rows.append(("evaluate", f"{ckpt} {bm}: pass@1, sol. loss",
+                         f"{_fmt(v.get('pass@1'))}, {_fmt(v.get('solution_loss'))}"))
+    for ckpt, v in (m.get("probe") or {}).items():
+        rows.append(("probe", f"{ckpt}: pass rate, {v.get('n_probes')} probes", _fmt(v.get("pass_rate"))))
+    for model, v in (m.get("register") or {}).items():
+        state = "champion" if v.get("promoted") else ("promotable" if v.get("promotable") else "challenger")
+        rows.append(("register", f"{model}", f"v{v.get('version')} {state}"))
+    return rows
+
+
+def summary_table(rows: list[tuple[str, str, str]], title: str = "phi1: what the pipeline made"):
+    """An 80-column rich table of `summary_rows`."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_lines=False)
+    table.add_column("stage", style="bold", no_wrap=True)
+    table.add_column("figure")
+    table.add_column("value", overflow="fold")
+    last = None
+    for stage, figure, value in rows:
+        table.add_row(stage if stage != last else "", figure, value)
+        last = stage
+    return table
+
 
 # --------------------------------------------------------------------------- compare
 
