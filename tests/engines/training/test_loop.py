@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from phi1.config import PretrainConfig, to_dict
 from phi1 import pretrain
 from phi1.engines.training.loop import checkpoints, lr_factor
+from tests.conftest import REPO
 from tests.training_fixtures import pretrain_cfg
 
 
@@ -143,4 +144,38 @@ def test_accelerate_launch_two_cpu_processes(workdir, tokenized):
     assert rows("plots-two/train.csv") == pytest.approx(rows("plots-one/train.csv"), rel=1e-3)
     # Each process wrote its own RNG state into the checkpoint.
     assert {p.name for p in Path("state-two/checkpoint-00000006").glob("random_states_*")} == {
+        "random_states_0.pkl", "random_states_1.pkl"}
+
+
+@pytest.mark.slow
+def test_two_nodes_on_one_host_with_the_presets_multinode_config(workdir, tokenized):
+    """The repo's multi-node config shape (pipelines/phi-1/accelerate/ddp-multinode.yaml),
+    run as two "nodes" on this host: two `accelerate launch` processes, machine_rank 0
+    and 1, rendezvous on 127.0.0.1 over gloo (CPU; no GPU here, so bf16 -> no and
+    use_cpu). They train the global batches one process trains, to the same loss."""
+    cfg = pretrain_cfg(max_steps=6, micro_batch_size=4, global_batch_size=8, checkpoint_every=3, eval_every=3,
+                       log_every=1, dropout=0.0)
+    Path("params.yaml").write_text(yaml.safe_dump({"pretrain": to_dict(cfg)}))
+    one = pretrain.run(cfg, **_paths(tokenized, "one"))
+    shape = yaml.safe_load((REPO / "pipelines/phi-1/accelerate/ddp-multinode.yaml").read_text())
+    assert (shape["distributed_type"], shape["num_machines"], shape["rdzv_backend"]) == ("MULTI_GPU", 2, "static")
+    shape.update(num_processes=2, main_process_ip="127.0.0.1", main_process_port=_free_port(),
+                 mixed_precision="no", use_cpu=True, gpu_ids=None)
+    Path("multinode.yaml").write_text(yaml.safe_dump(shape))
+    nodes = [subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", "--config_file", "multinode.yaml",
+                               "--machine_rank", str(rank), "-m", "phi1.cli", *_cli(tokenized, "nodes")],
+                              env={**_env(), "ACCELERATE_USE_CPU": "1"}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    try:
+        outs = [node.communicate(timeout=300) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert [n.returncode for n in nodes] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    two = json.loads(Path("metrics-nodes.json").read_text())  # written by the main process (rank 0)
+    assert two["steps"] == 6 and two["tokens"] == one["tokens"]
+    assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], abs=1e-3)
+    rows = lambda f: [float(r.split(",")[2]) for r in Path(f).read_text().splitlines()[1:]]  # noqa: E731
+    assert rows("plots-nodes/train.csv") == pytest.approx(rows("plots-one/train.csv"), abs=1e-3)
+    assert {p.name for p in Path("state-nodes/checkpoint-00000006").glob("random_states_*")} == {
         "random_states_0.pkl", "random_states_1.pkl"}
