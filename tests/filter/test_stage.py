@@ -306,3 +306,27 @@ def test_end_to_end_default_minilm(workdir, data):
     spec = json.loads((o["model_dir"] / "feature_spec.json").read_text())
     assert spec["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2" and spec["dim"] == 384
     assert read_table(o["out"]).num_rows == metrics["n_kept"] > 0
+
+
+def test_the_saved_classifier_is_the_same_bytes_every_time(tmp_path):
+    """skops names objects by id() and stamps zip times: the saved model must not carry
+    them, so the same commit gives the same models/quality hash on any run."""
+    import time
+
+    import skops.io as sio
+    from sklearn.ensemble import RandomForestClassifier
+
+    from phi1.filter.stage import CLASSIFIER_FILE, SKOPS_TRUSTED, save_model
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(120, 6)
+    clf = RandomForestClassifier(n_estimators=8, random_state=0).fit(X, (X[:, 0] > 0.5).astype(int))
+    saved = []
+    for i in range(2):
+        (tmp_path / str(i)).mkdir()
+        save_model(tmp_path / str(i), clf, {"k": 1})
+        saved.append((tmp_path / str(i) / CLASSIFIER_FILE).read_bytes())
+        time.sleep(1.1)  # a new zip timestamp, were it kept
+    assert saved[0] == saved[1]
+    loaded = sio.loads(saved[0], trusted=SKOPS_TRUSTED)
+    assert (loaded.predict_proba(X) == clf.predict_proba(X)).all()

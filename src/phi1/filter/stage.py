@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -228,8 +229,40 @@ def save_model(model_dir: Path, clf, spec: dict[str, Any]) -> None:
     """The classifier and its feature spec, into the (staged, empty) folder `model_dir`."""
     import skops.io as sio
 
-    sio.dump(clf, model_dir / CLASSIFIER_FILE)
+    buf = io.BytesIO()
+    sio.dump(clf, buf)
+    (model_dir / CLASSIFIER_FILE).write_bytes(reproducible_skops(buf.getvalue()))
     (model_dir / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+
+
+_SKOPS_ID = re.compile(rb'("__id__": |"file": ")(\d+)')
+
+
+def reproducible_skops(data: bytes) -> bytes:
+    """A skops file whose bytes depend only on the model: skops names each object by its
+    `id()` (a memory address) and stamps the zip entries with the time, so two dumps of
+    one forest differ. The ids are renumbered in order of first use (they only tie
+    references together) and every entry gets the zip epoch as its time."""
+    import zipfile
+
+    src = zipfile.ZipFile(io.BytesIO(data))
+    numbers: dict[bytes, bytes] = {}
+
+    def renumber(m: re.Match) -> bytes:
+        return m.group(1) + numbers.setdefault(m.group(2), str(len(numbers) + 1).encode())
+
+    schema = _SKOPS_ID.sub(renumber, src.read("schema.json"))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            name = info.filename
+            body = schema if name == "schema.json" else src.read(name)
+            stem, dot, ext = name.partition(".")
+            if stem.isdigit():
+                name = numbers[stem.encode()].decode() + dot + ext
+            dst.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), body,
+                         compress_type=info.compress_type)
+    return out.getvalue()
 
 
 def histogram(scores: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
