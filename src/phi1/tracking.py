@@ -92,18 +92,18 @@ def environ(values: dict[str, str | None]) -> Iterator[None]:
     """Set (a str) or unset (None) environment variables within the block; restore after."""
     old = {k: os.environ.get(k) for k in values}
     try:
-        for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _set_environ(values)
         yield
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _set_environ(old)
+
+
+def _set_environ(values: dict[str, str | None]) -> None:
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def _one_short_try():
@@ -576,8 +576,8 @@ def report_run_figures(figures: dict[str, Any]) -> None:
         mlflow.log_metrics({f"run.{k}": v for k, v in numbers.items()})
 
 
-def tracked_metrics(stage: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    """What `stage` writes to its DVC metrics file: `metrics` without the run-dependent
+def tracked_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a stage writes to its DVC metrics file: `metrics` without the run-dependent
     figures, which go to its MLflow run here instead."""
     kept, figures = split_run_figures(metrics)
     report_run_figures(figures)

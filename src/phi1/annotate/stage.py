@@ -558,7 +558,7 @@ def run(cfg: AnnotateConfig, raw: Path, out: Path, metrics_path: Path) -> dict[s
 
         with outputs([raw]) as staged:
             write_shards(staged.dir(out), table, shard_size=10_000, schema=SCHEMA)
-            staged.json(metrics_path, tracked_metrics("annotate", metrics))  # without timings: those go to MLflow
+            staged.json(metrics_path, tracked_metrics(metrics))  # without timings: those go to MLflow
 
         mlflow.log_metrics(numeric_metrics(metrics))
         mlflow.set_tag("annotate.model", model)

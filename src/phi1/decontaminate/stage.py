@@ -292,7 +292,7 @@ def run(cfg: DecontaminateConfig, datasets: Mapping[str, str | Path], out: str |
         staged.json(report_path, split_run_figures(report)[0])  # without timings, like the metrics
         plot_sweep(table, result["benchmarks"], plot_path)
         metrics["seconds"]["total"] = round(time.perf_counter() - start, 2)
-        staged.json(metrics_path, tracked_metrics("decontaminate", metrics))  # without timings: those go to MLflow
+        staged.json(metrics_path, tracked_metrics(metrics))  # without timings: those go to MLflow
         staged.commit()
 
         mlflow.log_metrics(numeric_metrics(metrics))

@@ -391,7 +391,7 @@ def run(
             seconds=round(time.perf_counter() - t0, 3),
         )
         metrics[rule] = getattr(cfg, rule)
-        staged.json(metrics_path, tracked_metrics("filter", metrics))  # without timings: those go to MLflow
+        staged.json(metrics_path, tracked_metrics(metrics))  # without timings: those go to MLflow
         staged.commit()  # data, model and metrics land together, before MLflow reads them
 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _is_number(v)})

@@ -344,7 +344,7 @@ def run(cfg: IngestConfig, out: Path, metrics_path: Path) -> dict[str, Any]:
             manifest, rows = execute(cfg, plans, tmp)
             write_json(tmp / "manifest.json", manifest)
             metrics = summarise(manifest["files"], rows, [p.cfg.name for p in plans], time.perf_counter() - t0)
-            staged.json(metrics_path, tracked_metrics("ingest", metrics))  # without timings: those go to MLflow
+            staged.json(metrics_path, tracked_metrics(metrics))  # without timings: those go to MLflow
         flat = {"n_read": metrics["n_read"], "n_kept": metrics["n_kept"], "bytes_kept": metrics["bytes_kept"],
                 "seconds": metrics["seconds"]}
         flat |= {f"dropped_{r}": n for r, n in metrics["dropped"].items()}

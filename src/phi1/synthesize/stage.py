@@ -96,7 +96,7 @@ def run(cfg: SynthesizeConfig, filtered: str | Path, textbook_out: str | Path, e
         with outputs([filtered]) as staged:  # both datasets and their metrics, together
             write_shards(staged.dir(textbook_out), textbook.rows, shard_size=SHARD_SIZE, schema=TEXTBOOK_SCHEMA)
             write_shards(staged.dir(exercises_out), exercises.rows, shard_size=SHARD_SIZE, schema=EXERCISES_SCHEMA)
-            staged.json(metrics_path, tracked_metrics("synthesize", metrics))  # without timings: those go to MLflow
+            staged.json(metrics_path, tracked_metrics(metrics))  # without timings: those go to MLflow
         mlflow.log_metrics(numeric_metrics(metrics))
         mlflow.log_dict(metrics, "synthesize/metrics.json")
         mlflow.log_dict({"textbook": textbook.rows[:3], "exercises": exercises.rows[:5]}, "synthesize/samples.json")

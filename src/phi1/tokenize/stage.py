@@ -439,7 +439,7 @@ def run(
                                        "splits": ft, "tokenizer": tokenizer_fingerprint(tokenizer)})
             metrics["finetune"] = _split_metrics(ft)
         metrics["seconds"] = round(time.time() - t0, 2)
-        staged.json(metrics_path, tracked_metrics("tokenize", metrics))  # without timings: those go to MLflow
+        staged.json(metrics_path, tracked_metrics(metrics))  # without timings: those go to MLflow
         staged.commit()  # tokenizer, both token sets and the metrics, together
         mlflow.log_metrics(numeric_metrics(metrics))
     return metrics
