@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install sysdeps demo test ui
+.PHONY: install sysdeps sysdeps-cluster demo test test-cluster ui
 
 # sysdeps: the Debian packages the GUI probes (Xvfb) and the MLflow UI browser test (Chromium) need.
 
@@ -42,7 +42,22 @@ demo: install sysdeps
 	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: install sysdeps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m 'not cluster'
+
+# sysdeps-cluster: the Debian packages of the real services the cluster tests start
+# (filled in per service below: Slurm + munge, PostgreSQL).
+sysdeps-cluster:
+	@missing=""; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# test-cluster: the tests that start real services (Slurm, PostgreSQL, an S3 endpoint,
+# a simulated CI runner); `.ci/run` runs them after `make test`.
+test-cluster: install sysdeps sysdeps-cluster
+	$(BIN)/python -m pytest -q -m cluster
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
