@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import httpx
 
@@ -59,17 +59,20 @@ class MlflowServer:
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_store_uri: str, artifacts: Optional[Path] = None, log: Optional[Path] = None,
-                  start_timeout: float = 240.0, port: Optional[int] = None) -> Iterator[MlflowServer]:
-    """Start `mlflow server` on `backend_store_uri` (on `port`, else a free one); yield it
-    once /health answers 200."""
+def mlflow_server(backend_store_uri: str, artifacts: Optional[Path | str] = None, log: Optional[Path] = None,
+                  start_timeout: float = 240.0, port: Optional[int] = None, args: Sequence[str] = (),
+                  env: Optional[dict[str, str]] = None) -> Iterator[MlflowServer]:
+    """Start `mlflow server` on `backend_store_uri` (on `port`, else a free one), with
+    `args` added and `env` (else ours) as its environment; yield it once /health answers 200.
+    `artifacts` is a folder or a URI (s3://bucket/prefix)."""
     port = port or free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     if artifacts is not None:
         cmd += ["--artifacts-destination", str(artifacts), "--serve-artifacts"]
+    cmd += list(args)
     out = open(log, "a") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     server = MlflowServer(f"http://127.0.0.1:{port}", proc, log)
     try:
         deadline = time.monotonic() + start_timeout

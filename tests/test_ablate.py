@@ -199,7 +199,8 @@ def shrunk_params(corpus: Path) -> dict:
     p["ingest"]["sources"] = [{"name": "corpus", "kind": "local", "paths": [str(corpus)]}]
     # all 20 files are library modules scoring 0.59..0.94: a higher bar gives both classes
     p["annotate"].update({"sample_size": 20, "label_threshold": 0.8})
-    p["filter"].update({"max_tokens": 64, "n_estimators": 20})
+    p["embed"].update({"max_tokens": 64})
+    p["filter"].update({"n_estimators": 20})
     p["synthesize"].update({"n_textbook": 10, "n_exercises": 30, "max_tokens": 64})
     p["decontaminate"].update({"max_tokens": 64, "detectors": ["ngram", "ast"]})
     p["validate"].update({"data_docs": False})

@@ -78,7 +78,7 @@ def test_a_group_is_written_once(group):
         ("annotate.concurrency=0", "annotate.concurrency must be >= 1"),
         ("synthesize.max_retries=-1", "synthesize.max_retries must be >= 0"),
         ("synthesize.timeout=0", "synthesize.timeout must be > 0"),
-        ("filter.embedding=bert", "filter.embedding must be 'minilm' or 'hf:<dir>'"),
+        ("embed.embedding=bert", "embed.embedding must be 'minilm' or 'hf:<dir>'"),
         ("synthesize.batch_size=0", "synthesize.max_tokens and synthesize.batch_size must be >= 1"),
         ("decontaminate.max_tokens=0", "decontaminate.max_tokens and decontaminate.batch_size must be >= 1"),
         ("annotate.timeout=fast", "annotate.timeout: expected a number"),
@@ -94,7 +94,7 @@ def test_a_group_check_names_the_stage_key(override, message):
 def test_per_stage_defaults_of_group_keys():
     """Group keys whose default differs by stage keep each stage's own."""
     stages = {name: cls() for name, cls in STAGES.items()}
-    assert (stages["filter"].max_tokens, stages["synthesize"].max_tokens, stages["decontaminate"].max_tokens) == (
+    assert (stages["embed"].max_tokens, stages["synthesize"].max_tokens, stages["decontaminate"].max_tokens) == (
         256, 128, 128)
     assert (stages["annotate"].model, stages["annotate"].timeout) == ("gpt-4o-mini", 60.0)
     assert (stages["synthesize"].model, stages["synthesize"].timeout) == ("gpt-3.5-turbo", 120.0)
@@ -121,6 +121,7 @@ def test_overrides_apply_and_parse_yaml(tmp_path):
     "data, overrides, message",
     [
         ({"filter": {"thresold": 0.5}}, [], "filter.thresold: unknown key"),
+        ({"filter": {"dtype": "float32"}}, [], "filter.dtype: moved to embed.dtype"),
         ({"filter": {"threshold": "high"}}, [], "filter.threshold: expected a number"),
         ({"filter": {"n_estimators": 2.5}}, [], "filter.n_estimators: expected an integer"),
         ({"ingest": {"dedup_exact": "yes"}}, [], "ingest.dedup_exact: expected true/false"),

@@ -64,8 +64,8 @@ def test_pipeline_tracks_and_registers_through_a_remote_server(workdir, tokenize
     # promote: try, so the stage itself gates v1 through to champion over HTTP
     register = RegisterConfig(gate_metrics={"eval.humaneval.pass_at_1": "higher"}, promote="try")
     params = {
-        "pretrain": to_dict(pretrain_cfg()),
-        "finetune": to_dict(finetune_cfg()),
+        "pretrain": to_dict(pretrain_cfg(log_model=True)),  # register registers the models they log
+        "finetune": to_dict(finetune_cfg(log_model=True)),
         "evaluate": to_dict(EvaluateConfig(benchmarks=("humaneval",), limit=2, max_new_tokens=16, workers=1)),
         "register": to_dict(register),
     }
@@ -93,7 +93,7 @@ def test_pipeline_tracks_and_registers_through_a_remote_server(workdir, tokenize
             assert run.data.tags["git.commit"] and run.data.params, stage
         train_metrics = json.loads(Path("metrics/pretrain.json").read_text())
         pre = runs["pretrain"]
-        assert [m.step for m in client.get_metric_history(pre.info.run_id, "val_loss")] == [0, 4, 8, 12]
+        assert [m.step for m in client.get_metric_history(pre.info.run_id, "pretrain/val_loss")] == [0, 4, 8, 12]
         assert pre.data.metrics["final.final_val_loss"] == pytest.approx(train_metrics["final_val_loss"])
         assert any(k.startswith("data.") and k.endswith("tokens/pretrain") for k in pre.data.tags)
         assert "plots/loss.png" in {a.path for a in client.list_artifacts(pre.info.run_id, "plots")}
@@ -132,7 +132,7 @@ def test_pipeline_tracks_and_registers_through_a_remote_server(workdir, tokenize
     # are in the server's folder. The promotion lock is per server URI in the user cache.
     assert not (workdir / "mlflow.db").exists() and not (workdir / "mlruns").exists()
     assert list((server_dir / "artifacts").rglob("model.safetensors"))
-    assert [p.name for p in (server_dir / "client-cache" / "phi1").iterdir()][0].startswith("promote-")
+    assert any(p.name.startswith("promote-") for p in (server_dir / "client-cache" / "phi1").iterdir())
 
 
 # --------------------------------------------------------------------------- failures of the server

@@ -30,8 +30,10 @@ def write_inputs(root: Path) -> None:
     (root / "plots/filter/scores_hist.csv").write_text("bin_start,bin_end,kept,dropped\n0.00,0.50,1,7\n0.50,1.00,9,0\n")
     (root / "metrics").mkdir()
     (root / "metrics/eval.json").write_text(json.dumps({
-        "base": {"humaneval": {"pass@1": 0.1, "n_tasks": 10}, "mbpp": {"pass@1": 0.2}},
-        "phi1": {"humaneval": {"pass@1": 0.3, "n_tasks": 10}, "mbpp": {"pass@1": 0.4}}}))
+        "base": {"humaneval": {"pass@1": 0.1, "n_tasks": 10, "solution_loss": 4.677},
+                 "mbpp": {"pass@1": 0.2, "solution_loss": 5.439}},
+        "phi1": {"humaneval": {"pass@1": 0.3, "n_tasks": 10, "solution_loss": 4.293},
+                 "mbpp": {"pass@1": 0.4, "solution_loss": 5.462}}}))
     (root / "metrics/probe.json").write_text(json.dumps({
         "base": {"pass_rate": 0.0, "libraries": {"pygame": {"pass_rate": 0.0}, "tkinter": {"pass_rate": 0.0}}},
         "phi1": {"pass_rate": 0.5, "libraries": {"pygame": {"pass_rate": 0.5}, "tkinter": {"pass_rate": 0.5}}}}))
@@ -47,11 +49,16 @@ def test_report_draws_every_figure_offline(workdir):
     assert res.exit_code == 0, res.output
     out = workdir / "reports/report"
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == ["contamination_sweep.png", "loss_curves.png", "pass_at_k.png", "probe.png", "quality_scores.png"]
+    assert pngs == ["contamination_sweep.png", "loss_curves.png", "pass_at_k.png", "probe.png", "quality_scores.png",
+                    "solution_loss.png"]
     assert all((out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     page = (out / "index.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 5
-    assert "missing: none" in page
+    assert page.count('src="data:image/png;base64,') == 6
+    assert "missing: none" in page and "all zero (a sentence instead of a chart): none" in page
+    # the numbers beside the charts: one row per checkpoint and benchmark, probes per library
+    assert '<td>phi1</td><td>humaneval</td><td class="n">0.3</td><td class="n">10</td><td class="n">4.293</td>' in page
+    assert '<td>phi1</td><td>tkinter</td><td class="n">-</td><td class="n">0.5</td>' not in page  # n_probes absent
+    assert "<td>phi1</td><td>tkinter</td><td>-</td><td class=\"n\">0.5</td>" in page
     # nothing fetched from the network: no scripts, no external URLs
     assert "<script" not in page and not re.search(r"(src|href)=\"(https?:)?//", page)
 
@@ -65,6 +72,11 @@ def test_report_names_the_missing_inputs(workdir):
     page = (workdir / "out/index.html").read_text()
     assert "Not available: metrics/probe.json does not exist" in page
     assert page.count("data:image/png") == 1
+    assert "Registry lineage not shown: no registered model in metrics/register.json." in page
+    # a fresh clone has the filter's committed PNG but not its CSV: the PNG is shown
+    (workdir / "plots/filter").mkdir(parents=True)
+    (workdir / "plots/filter/scores_hist.png").write_bytes((workdir / "out/pass_at_k.png").read_bytes())
+    assert build(workdir / "out")["quality_scores"] == "written"
 
 
 def test_probe_table_reads_libraries_at_any_depth():
@@ -170,3 +182,86 @@ def test_summary_gives_each_stages_headline_in_80_columns(tmp_path):
     assert max(len(line) for line in lines) <= 80 and len(lines) < 60
     (metrics / "eval.json").unlink()  # a stage not run yet is left out, not an error
     assert not [r for r in summary_rows(metrics) if r[0] == "evaluate"]
+
+
+def test_all_zero_charts_become_a_sentence(workdir):
+    """pass@k and probe charts whose every bar is 0 say so in words; solution loss, which
+    still separates the checkpoints, is drawn."""
+    (workdir / "metrics").mkdir()
+    (workdir / "metrics/eval.json").write_text(json.dumps({
+        c: {b: {"pass@1": 0.0, "n_tasks": 10, "solution_loss": loss + i} for i, b in enumerate(("humaneval", "mbpp"))}
+        for c, loss in (("base", 4.7), ("phi1", 4.3))}))
+    (workdir / "metrics/probe.json").write_text(json.dumps({
+        c: {"pass_rate": 0.0, "n_probes": 3, "by_library": {"pygame": {"pass_rate": 0.0, "n_probes": 3}}}
+        for c in ("base", "phi1")}))
+    status = build(workdir / "out", registry=False)
+    assert status["pass_at_k"].startswith("all zero: Every pass metric (pass@1) is 0")
+    assert status["probe"].startswith("all zero: Every probe pass rate is 0")
+    assert status["solution_loss"] == "written"
+    out = workdir / "out"
+    assert sorted(p.name for p in out.glob("*.png")) == ["solution_loss.png"]
+    page = (out / "index.html").read_text()
+    assert page.count('class="allzero"') == 2 and page.count("data:image/png") == 1
+    assert "no generated solution passed its tests" in page
+    assert '<td>base</td><td>mbpp</td><td class="n">0</td><td class="n">10</td><td class="n">5.7</td>' in page
+
+
+def test_report_shows_champion_and_challenger_with_lineage_and_gates(workdir):
+    """Versions in a real MLflow registry (created directly, with the tags the register stage
+    writes) and metrics/register.json: the page names each alias's version, git commit and
+    data hashes, marks the hashes that differ, and lists every gate's verdict."""
+    from phi1.engines.model_registry import DECISION_TAG, client
+
+    c = client()  # on this test's store (MLFLOW_TRACKING_URI), whatever an earlier test set
+    c.create_registered_model("phi1")
+    lineage = {"1": ("a" * 40, "md5old00000000000000000000000000"), "2": ("b" * 40, "md5new00000000000000000000000000")}
+    for version, (commit, pruned) in lineage.items():
+        mv = c.create_model_version("phi1", source=(workdir / f"model{version}").as_uri())
+        assert str(mv.version) == version
+        for k, v in {"git.commit": commit, "git.dirty": "false", "params.sha256": "c" * 64,
+                     "checkpoint.hash": f"md5:ckpt{version}", "validation.status": "passed",
+                     "lineage.dvc.data/pruned": pruned, "lineage.dvc.data/raw": "md5raw"}.items():
+            c.set_model_version_tag("phi1", version, k, v)
+    c.set_model_version_tag("phi1", "2", DECISION_TAG, json.dumps(
+        {"action": "promote", "accepted": True, "dry_run": True, "failing": [], "at": "2026-12-06T10:00:00Z"}))
+    c.set_registered_model_alias("phi1", "champion", "1")
+    c.set_registered_model_alias("phi1", "challenger", "2")
+    (workdir / "metrics").mkdir()
+    gate = {"metric": "eval.humaneval.solution_loss", "direction": "lower", "candidate": 4.29, "champion": 4.68,
+            "rule": "<= champion + 0.01", "verdict": "pass", "note": ""}
+    (workdir / "metrics/register.json").write_text(json.dumps({"phi1": {
+        "version": 2, "checkpoint": "checkpoints/phi1", "registered": 1, "promoted": 0, "promotable": 1,
+        "gates_failed": 0, "champion": 1, "gates": {"eval.humaneval.solution_loss": gate}}}))
+    build(workdir / "out")
+    page = (workdir / "out/index.html").read_text()
+    assert "<td>phi1</td><td>v2</td><td>checkpoints/phi1</td><td>promotable (gates pass)</td><td>v1</td>" in page
+    assert ("<td>eval.humaneval.solution_loss</td><td>pass</td><td>lower</td><td class=\"n\">4.29</td>"
+            "<td class=\"n\">4.68</td><td>&lt;= champion + 0.01</td>") in page
+    assert "<td>phi1</td><td>champion</td><td>v1</td><td>aaaaaaaaaa</td>" in page
+    assert "<td>phi1</td><td>challenger</td><td>v2</td><td>bbbbbbbbbb</td>" in page
+    assert "promote would pass, 2026-12-06T10:00:00Z" in page
+    assert "<td>data/pruned</td><td>md5old00</td><td>md5new00</td><td>differs</td>" in page
+    assert "<td>data/raw</td><td>md5raw</td><td>md5raw</td><td>same</td>" in page
+    # without the registry (or without a store) the page says why, and still has the gates
+    build(workdir / "out", registry=False)
+    page = (workdir / "out/index.html").read_text()
+    assert "Registry lineage not shown: not asked for (--no-registry)." in page and "lower" in page
+
+
+def test_dvc_plots_template_inlines_vega_from_node_modules(tmp_path):
+    """The `dvc plots show` template carries vega, vega-lite and vega-embed (from `make
+    plots-offline`'s npm ci) and no CDN address; a missing build is a one-line error."""
+    import sys
+
+    from phi1.errors import Phi1Error
+    from phi1.report import dvc_plots_template
+
+    node_modules = Path(sys.prefix) / "vega" / "node_modules"
+    assert (node_modules / "vega").is_dir(), f"{node_modules} missing: run `make plots-offline`"
+    res = CliRunner().invoke(app, ["plots-template", "--node-modules", str(node_modules), "--out", str(tmp_path / "t.html")])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "t.html").read_text()
+    assert "{plot_divs}" in page and "{scripts}" not in page and "cdn.jsdelivr" not in page
+    assert page.count("<script>") == 3 and "<!-- vega-embed 6." in page and "vegaEmbed" in page
+    with pytest.raises(Phi1Error, match="vega/build/vega.min.js not found"):
+        dvc_plots_template(tmp_path)

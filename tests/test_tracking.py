@@ -156,3 +156,139 @@ def test_a_stage_error_is_not_taken_for_a_lost_server(workdir):
     assert not isinstance(exc.value, TrackingError)
     assert mlflow.get_run(run2.info.run_id).info.status == "FAILED"
     assert mlflow.active_run() is None and pending_runs() == []
+
+
+# --------------------------------------------------------------------------- headline first
+
+
+def ui_chart_order(keys: list[str]) -> list[tuple[str, list[str]]]:
+    """(section, chart keys) in the order MLflow's run page lays a run's model metrics out:
+    `RunsChartsCardConfig.getBaseChartAndSectionConfigs` in mlflow/server/js/src/
+    experiment-tracking/components/runs-charts/runs-charts.types.ts (section = the key up to
+    its last `/`, "" being "Model metrics"; named sections sorted, then "Model metrics";
+    charts by `Array.sort()` of the keys, UTF-16 order, which is Python's for these keys)."""
+    sections: dict[str, list[str]] = {}
+    for k in sorted(keys):
+        if not k.startswith("system/"):
+            sections.setdefault(k.rpartition("/")[0], []).append(k)
+    named = sorted(s for s in sections if s)
+    return [(s, sections[s]) for s in named] + ([("Model metrics", sections[""])] if "" in sections else [])
+
+
+def test_a_stage_runs_headline_is_its_first_chart_and_a_training_runs_is_the_loss_curve(workdir):
+    from phi1.engines.training.track import RunLog
+
+    with stage_run("filter", None) as run:
+        mlflow.log_metrics({"accuracy": 0.8, "f1": 0.7, "roc_auc": 0.9, "kept_fraction": 0.5, "n_kept": 5.0})
+    got = mlflow.get_run(run.info.run_id).data.metrics
+    assert {k: v for k, v in got.items() if "/" in k} == {"filter/f1": 0.7, "filter/kept_fraction": 0.5,
+                                                          "filter/roc_auc": 0.9}
+    assert ui_chart_order(list(got))[0] == ("filter", ["filter/f1", "filter/kept_fraction", "filter/roc_auc"])
+
+    with stage_run("evaluate", None) as run:
+        mlflow.log_metrics({"phi1.humaneval.pass_at_1": 0.1, "phi1.humaneval.n_tasks": 2.0, "base.mbpp.pass_at_1": 0.0})
+    assert ui_chart_order(list(mlflow.get_run(run.info.run_id).data.metrics))[0] == (
+        "evaluate", ["evaluate/base.mbpp.pass_at_1", "evaluate/phi1.humaneval.pass_at_1"])
+
+    with stage_run("pretrain", None) as run:  # as phi1.engines.training.run logs a run
+        log = RunLog(workdir / "state", run_id=run.info.run_id, headline="pretrain")
+        log.begin(None)
+        for step in (2, 4):
+            log.log("train", step, {"epoch": step / 10, "loss": 5.0 - step, "lr": 1e-3, "grad_norm": 1.0})
+            log.log("val", step, {"val_loss": 5.5 - step})
+        log.close()
+        mlflow.log_metrics({"final.best_val_loss": 1.5, "final.steps": 4.0})
+    keys = list(mlflow.get_run(run.info.run_id).data.metrics)
+    order = ui_chart_order(keys)
+    assert order[0] == ("pretrain", ["pretrain/loss", "pretrain/val_loss"]) and order[1][0] == "Model metrics"
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "pretrain/loss")
+    assert [(m.step, m.value) for m in history] == [(2, 3.0), (4, 1.0)]
+    assert "loss" not in keys and "val_loss" not in keys  # the curve once, not twice
+    assert (workdir / "state/train.csv").read_text().splitlines()[0].split(",")[:4] == ["step", "epoch", "loss", "lr"]
+
+
+@pytest.mark.slow
+@pytest.mark.gui
+def test_the_mlflow_ui_shows_the_loss_curve_section_first_in_headless_chromium(workdir, tmp_path):
+    """The real MLflow UI (its built bundle, in Debian's chromium) on a training run's
+    Model metrics tab: the `pretrain` section (2 charts) before "Model metrics"."""
+    import json
+    import os
+    import re
+    import shutil
+    import subprocess
+
+    from phi1.engines.training.track import RunLog
+    from tests.mlflow_server import mlflow_server
+    from tests.test_report import CHROMIUM_FLAGS
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is required (apt-get install -y chromium)"
+    exp_id = setup()
+    with stage_run("pretrain", None) as run:
+        log = RunLog(workdir / "state", run_id=run.info.run_id, headline="pretrain")
+        log.begin(None)
+        for step in (2, 4, 6):
+            log.log("train", step, {"epoch": step / 10, "loss": 5.0 - step / 2, "lr": 1e-3, "grad_norm": 1.0})
+            log.log("val", step, {"val_loss": 5.5 - step / 2})
+        log.close()
+        mlflow.log_metrics({"final.best_val_loss": 1.5, "final.steps": 6.0})
+    with mlflow_server(os.environ["MLFLOW_TRACKING_URI"]) as server:
+        url = f"{server.url}/#/experiments/{exp_id}/runs/{run.info.run_id}/model-metrics"
+        dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", url],
+                             capture_output=True, text=True, timeout=180).stdout
+    text = re.sub(r"\|+", "|", re.sub(r"<[^>]+>", "|", re.sub(r"<style[^>]*>.*?</style>", "", dom, flags=re.S)))
+    # the accordion's headers: "<section>|(<number of charts>)|Add chart"
+    sections = re.findall(r"\|([^|]+)\|\((\d+)\)\|Add chart", text)
+    assert sections[:2] == [("pretrain", "2"), ("Model metrics", "5")], json.dumps(sections)
+
+
+# --------------------------------------------------------------------------- a moved store
+
+
+def test_a_copied_store_is_rebased_onto_its_new_folder_once(workdir, tmp_path_factory):
+    import json
+    import shutil
+    import sqlite3
+
+    from phi1.tracking import STORE_DIR_TAG, rebase_store
+
+    from phi1.tracking import log_inputs
+
+    with stage_run("ingest", None) as run:
+        mlflow.log_text("x", "a.txt")
+        log_inputs({str(workdir / "data.txt"): "computed:abc"})  # a dataset named by its absolute path
+    old_uri = mlflow.get_run(run.info.run_id).info.artifact_uri
+    assert old_uri.startswith(workdir.as_uri() + "/mlruns/")
+    copy = tmp_path_factory.mktemp("moved") / "copy"
+    shutil.copytree(workdir, copy)
+    assert rebase_store(f"sqlite:///{workdir / 'mlflow.db'}") == {}  # the original did not move
+    with sqlite3.connect(copy / "mlflow.db") as con:
+        (uri,) = con.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run.info.run_id,)).fetchone()
+    assert uri == old_uri  # a copy still points into the original until a phi1 command opens it
+    assert rebase_store(f"sqlite:///{copy / 'mlflow.db'}") == {str(workdir): str(copy)}
+    with sqlite3.connect(copy / "mlflow.db") as con:
+        (uri,) = con.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run.info.run_id,)).fetchone()
+        (loc, tag) = con.execute("SELECT e.artifact_location, t.value FROM experiments e JOIN experiment_tags t "
+                                 "ON t.experiment_id = e.experiment_id AND t.key = ?", (STORE_DIR_TAG,)).fetchone()
+        (source,) = con.execute("SELECT dataset_source FROM datasets").fetchone()
+    assert uri == old_uri.replace(workdir.as_uri(), copy.as_uri()) and loc == (copy / "mlruns").as_uri()
+    assert tag == str(copy) and json.loads(source) == {"uri": str(copy / "data.txt")}
+    assert rebase_store(f"sqlite:///{copy / 'mlflow.db'}") == {}
+    with sqlite3.connect(workdir / "mlflow.db") as con:  # the original's store is untouched
+        assert con.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run.info.run_id,)).fetchone() == (
+            old_uri,)
+
+
+def test_a_shared_store_used_from_another_folder_is_not_rebased(workdir, tmp_path_factory, monkeypatch):
+    """A store named by an absolute URI from elsewhere (the training tests' shared store, a
+    DVC queue's temp workspace) did not move: its locations stay as they are."""
+    from phi1.tracking import rebase_store
+
+    with stage_run("ingest", None) as run:
+        pass
+    before = mlflow.get_run(run.info.run_id).info.artifact_uri
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    with stage_run("ingest", None):
+        pass
+    assert rebase_store() == {} and mlflow.get_run(run.info.run_id).info.artifact_uri == before

@@ -33,3 +33,18 @@ def make_tiny_model(path: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(out)
     fast.save_pretrained(out)
     return out
+
+
+def log_as_trained(path: str | Path, stage: str = "finetune") -> str:
+    """Log the model folder `path` in a `stage` run as a training stage with `log_model:
+    true` does (phi1.engines.training.run.log_trained_model), so `register` finds it;
+    returns that run's id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from phi1.engines.training.run import log_trained_model
+    from phi1.tracking import stage_run
+
+    with stage_run(stage) as run:
+        log_trained_model(Path(path), AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path),
+                          stage)
+    return run.info.run_id

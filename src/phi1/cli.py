@@ -81,9 +81,9 @@ def os_error_line(exc: OSError) -> str:
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Turn a Phi1Error or an OSError (a missing file, a full or read-only disk, a
-    denied permission) into a one-line error and exit code 2; `--debug` or PHI1_DEBUG=1
-    shows the traceback instead."""
+    """Turn a Phi1Error, an OSError (a missing file, a full or read-only disk, a denied
+    permission) or a missing package (a stage run on the light install) into a one-line
+    error and exit code 2; `--debug` or PHI1_DEBUG=1 shows the traceback instead."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -97,6 +97,10 @@ def user_errors(fn: Callable) -> Callable:
             if debug():
                 raise
             _fail(os_error_line(exc))
+        except ModuleNotFoundError as exc:  # the light install (`pip install phi1`) has no torch & co.
+            if debug() or not exc.name:
+                raise
+            _fail(f"{exc.name!r} is not installed; pip install 'phi1[pipeline]'")
 
     return wrapper
 
@@ -167,6 +171,21 @@ def annotate_cmd(
     run(_config("annotate", params, overrides), raw=raw, out=out, metrics_path=metrics)
 
 
+@stage_command("embed")
+@user_errors
+def embed_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    raw: Annotated[Path, typer.Option(help="Input dataset from `ingest`.")] = Path("data/raw"),
+    out: Annotated[Path, typer.Option(help="Output embeddings folder: id, content_sha256, embedding shards + spec.json.")] = Path("data/embeddings"),
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON: files, model, dims.")] = Path("metrics/embed.json"),
+) -> None:
+    """Embed every file of data/raw (the quality classifier's features; cached per shard)."""
+    from phi1.embed.stage import run
+
+    run(_config("embed", params, overrides), raw=raw, out=out, metrics_path=metrics)
+
+
 @stage_command("filter")
 @user_errors
 def filter_cmd(
@@ -174,6 +193,7 @@ def filter_cmd(
     overrides: SetOpt = None,
     raw: Annotated[Path, typer.Option(help="Input dataset from `ingest`.")] = Path("data/raw"),
     annotations: Annotated[Path, typer.Option(help="Annotations from `annotate`.")] = Path("data/annotations"),
+    embeddings: Annotated[Path, typer.Option(help="Vectors of data/raw from `embed`.")] = Path("data/embeddings"),
     out: Annotated[Path, typer.Option(help="Kept files with their quality score.")] = Path("data/codetextbook/filtered"),
     model_dir: Annotated[Path, typer.Option(help="Classifier and feature spec.")] = Path("models/quality"),
     metrics: Annotated[Path, typer.Option(help="Metrics JSON: held-out precision/recall/F1/ROC-AUC, kept counts.")] = Path("metrics/filter.json"),
@@ -183,7 +203,7 @@ def filter_cmd(
     from phi1.filter.stage import run
 
     run(
-        _config("filter", params, overrides), raw=raw, annotations=annotations, out=out,
+        _config("filter", params, overrides), raw=raw, annotations=annotations, embeddings=embeddings, out=out,
         model_dir=model_dir, metrics_path=metrics, plots_dir=plots,
     )
 
@@ -337,7 +357,9 @@ def evaluate_execute_cmd(
     out: Annotated[Path, typer.Option(help="Results JSONL: each sample plus `passed`, `result` and `isolation`.")],
     split: SplitOpt = "test",
     workers: Annotated[Optional[int], typer.Option(help="Programs run in parallel; default: one per CPU core.")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds a program may run.")] = 3.0,
+    timeout: Annotated[Optional[float], typer.Option(help="Wall-clock seconds every program may run. Default: each task's CPU-time limit is calibrated from its reference solution on this machine (cached in ~/.cache/phi1).")] = None,
+    timeout_floor: Annotated[float, typer.Option(help="Calibrated limits: CPU seconds every task gets at least.")] = 3.0,
+    timeout_factor: Annotated[float, typer.Option(help="Calibrated limits: this many times the reference's CPU time.")] = 4.0,
     memory_bytes: Annotated[int, typer.Option(help="Address-space limit of each program.")] = 1 << 30,
     k: Annotated[str, typer.Option("--k", help="pass@k values, comma-separated (a k above some task's sample count is left out).")] = "1,10,100",
     allow_partial: Annotated[bool, typer.Option(help="Score only the tasks that have samples.")] = False,
@@ -349,6 +371,7 @@ def evaluate_execute_cmd(
     from phi1.evaluate.execute import execute_file
 
     typer.echo(json.dumps(execute_file(benchmark, samples, out, split=split, workers=workers, timeout=timeout,
+                                       timeout_floor=timeout_floor, timeout_factor=timeout_factor,
                                        memory_bytes=memory_bytes, k=k, allow_partial=allow_partial,
                                        unsafe_guard=unsafe_guard)))
 
@@ -525,15 +548,35 @@ def report_cmd(
     probe: Annotated[Path, typer.Option(help="metrics/probe.json (probe results per library).")] = Path("metrics/probe.json"),
     contamination: Annotated[Path, typer.Option(help="reports/contamination.json (tau sweep).")] = Path("reports/contamination.json"),
     ablation: Annotated[Path, typer.Option(help="`phi1 ablate` results folder; its figure and table are added when it exists.")] = Path("reports/ablation"),
+    register: Annotated[Path, typer.Option(help="metrics/register.json (versions registered, the gates' decisions).")] = Path("metrics/register.json"),
+    validation: Annotated[Path, typer.Option(help="`phi1 validate` report folder (summary.json, offline index.html).")] = Path("reports/validation"),
+    registry: Annotated[bool, typer.Option(help="Read champion and challenger (git commit, data hashes) from the MLflow registry.")] = True,
 ) -> None:
-    """Write a static HTML report (offline, no scripts) of the pipeline's results; list the figures left out."""
+    """Write a static HTML report (offline, no scripts): eval/probe numbers, champion vs challenger, figures; list what is left out."""
     from phi1.report import build
 
     figures = build(out, plots_dir=plots, eval_path=eval_metrics, probe_path=probe, contamination_path=contamination,
-                    ablation_dir=ablation)
+                    ablation_dir=ablation, register_path=register, validation_dir=validation, registry=registry)
     for name, why in figures.items():
+        why = "all zero: a sentence instead of the chart" if why.startswith("all zero") else why
         typer.echo(f"{name}: {why}", err=True)
     typer.echo(str(out / "index.html"))
+
+
+@app.command("plots-template")
+@user_errors
+def plots_template_cmd(
+    node_modules: Annotated[Path, typer.Option(help="node_modules of an `npm ci` of templates/vega/package.json.")] = Path(".venv/vega/node_modules"),
+    out: Annotated[Path, typer.Option(help="The template to write; point `dvc config plots.html_template` at it.")] = Path(".venv/vega/dvc_plots.html"),
+) -> None:
+    """Write a `dvc plots show` HTML template with vega inlined, so its charts draw offline (`make plots-offline`)."""
+    from phi1.io import atomic_file
+    from phi1.report import dvc_plots_template
+
+    page = dvc_plots_template(node_modules)
+    with atomic_file(out) as fh:
+        fh.write(page)
+    typer.echo(str(out))
 
 
 probe_app = typer.Typer(

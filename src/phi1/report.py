@@ -5,12 +5,19 @@ compare` (a rich table) and `phi1 report` (static HTML).
     phi1 compare                      # newest runs: data hashes, params that differ, metrics
     phi1 compare --models             # versions of the registered model: lineage, gates, aliases
     phi1 report --out reports/report  # index.html + PNGs; opens offline
+    phi1 plots-template               # `dvc plots show` template with vega inlined (offline)
 
 The report is one self-contained HTML file (figures embedded as base64 PNG, no scripts,
-no network) with the same PNGs beside it: loss curves, pass@k base vs phi1, probe
-results per library, the quality-score histogram and the contamination sweep. Each
-figure is drawn only when its input exists; the page lists the ones left out and why.
-When `phi1 ablate` has written reports/ablation, its figure and table are added.
+no network) with the same PNGs beside it. It holds the numbers (eval per checkpoint and
+benchmark: pass@k, solution loss; probes per library), the models (the versions the
+last `register` run made with each gate's verdict, from metrics/register.json; the
+`champion` and `challenger` with git commit, params hash and DVC data hashes, read from
+the MLflow registry), the figures (loss curves, pass@k, solution loss, probe results,
+the quality-score histogram, the contamination sweep) and the validation results,
+linked to reports/validation/index.html. Each figure is drawn only when its input
+exists; the page lists the ones left out and why. A bar chart whose values are all 0
+(pass@k when nothing passed) is replaced by a sentence saying so. When `phi1 ablate`
+has written reports/ablation, its figure and table are added.
 """
 
 from __future__ import annotations
@@ -345,12 +352,14 @@ def fig_probe(probe: Any) -> Optional[bytes]:
 
 
 def fig_quality(plots_dir: Path) -> Optional[bytes]:
-    """Stacked histogram of quality scores, kept vs dropped (plots/filter/scores_hist.csv)."""
+    """Stacked histogram of quality scores, kept vs dropped (plots/filter/scores_hist.csv);
+    the filter stage's own plots/filter/scores_hist.png (committed) when the CSV is absent."""
     import matplotlib.pyplot as plt
 
     rows = _read_csv(plots_dir / "filter" / "scores_hist.csv")
     if not rows:
-        return None
+        png = plots_dir / "filter" / "scores_hist.png"
+        return png.read_bytes() if png.is_file() else None
     lo = [float(r["bin_start"]) for r in rows]
     w = [float(r["bin_end"]) - float(r["bin_start"]) for r in rows]
     kept = [int(r["kept"]) for r in rows]
@@ -387,13 +396,267 @@ def fig_contamination(report: Any) -> Optional[bytes]:
     return _png(fig)
 
 
+def fig_solution_loss(evals: Any) -> Optional[bytes]:
+    """Grouped bars: solution loss (nats per token of the reference solutions) of each
+    checkpoint on each benchmark (metrics/eval.json); lower is better."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(evals, dict) or not evals:
+        return None
+    ckpts = sorted(c for c in evals if isinstance(evals[c], dict))
+    benches = sorted({b for c in ckpts for b, d in evals[c].items()
+                      if isinstance(d, dict) and isinstance(d.get("solution_loss"), (int, float))})
+    if not benches:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(benches) + 2), 4))
+    width = 0.8 / len(ckpts)
+    for i, c in enumerate(ckpts):
+        vals = [float((evals[c].get(b) or {}).get("solution_loss") or 0.0) for b in benches]
+        bars = ax.bar([j + i * width for j in range(len(benches))], vals, width, label=c)
+        ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_xticks([j + width * (len(ckpts) - 1) / 2 for j in range(len(benches))])
+    ax.set_xticklabels(benches)
+    ax.set_ylim(0, 1.2 * max(float((evals[c].get(b) or {}).get("solution_loss") or 0.0) for c in ckpts for b in benches))
+    ax.set_ylabel("nats per token (lower is better)")
+    ax.set_title("solution loss by checkpoint")
+    ax.legend(loc="upper left", ncol=len(ckpts))
+    return _png(fig)
+
+
+def all_zero(evals: Any, probe: Any) -> dict[str, Optional[str]]:
+    """{figure: sentence} for the bar charts whose every value is 0 (a frame of empty bars
+    says nothing): pass@k when no checkpoint passed a task, probes when none passed."""
+    out: dict[str, Optional[str]] = {"pass_at_k": None, "probe": None}
+    if isinstance(evals, dict) and evals:
+        vals = [(c, b, k, v) for c, d in evals.items() if isinstance(d, dict) for b, m in d.items()
+                if isinstance(m, dict) for k, v in m.items() if k.startswith("pass@") and isinstance(v, (int, float))]
+        if vals and not any(v for *_, v in vals):
+            keys = ", ".join(sorted({k for _, _, k, _ in vals}))
+            out["pass_at_k"] = (f"Every pass metric ({keys}) is 0 for every checkpoint "
+                                f"({', '.join(sorted({c for c, *_ in vals}))}) on every benchmark "
+                                f"({', '.join(sorted({b for _, b, *_ in vals}))}): no generated solution passed "
+                                "its tests, so there are no bars to draw. The solution loss below still "
+                                "separates the checkpoints.")
+    table = probe_table(probe)
+    if table and not any(v for row in table.values() for v in row.values()):
+        out["probe"] = (f"Every probe pass rate is 0 for every checkpoint ({', '.join(sorted(table))}): "
+                        "no generated program passed its probe, so there are no bars to draw.")
+    return out
+
+
 FIGURES = {
     "loss_curves": "Loss curves",
     "pass_at_k": "HumanEval / MBPP pass@k, base vs phi1",
+    "solution_loss": "HumanEval / MBPP solution loss, base vs phi1",
     "probe": "Probe results per library",
     "quality_scores": "Quality-score histogram",
     "contamination_sweep": "Contamination sweep",
 }
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _table(header: list[str], rows: list[list[Any]], cls: str = "") -> str:
+    """An HTML table; cells are escaped, floats given 4 significant digits."""
+    def cell(v: Any) -> str:
+        if isinstance(v, bool) or v is None:
+            return f'<td>{"-" if v is None else str(v).lower()}</td>'
+        if isinstance(v, (int, float)):
+            return f'<td class="n">{v:.4g}</td>' if isinstance(v, float) else f'<td class="n">{v}</td>'
+        return f"<td>{html.escape(str(v))}</td>"
+
+    return (f'<table class="{cls}"><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+            + "".join("<tr>" + "".join(cell(v) for v in r) + "</tr>" for r in rows) + "</table>")
+
+
+EVAL_COLUMNS = [("n_tasks", "tasks run"), ("solution_loss", "solution loss"),
+                ("solution_loss_task_mean", "sol. loss, task mean"), ("solution_tasks", "sol. tasks"),
+                ("solution_truncated", "sol. truncated")]
+
+
+def eval_table(evals: Any) -> str:
+    """One row per checkpoint and benchmark of metrics/eval.json: pass@k, solution loss."""
+    if not isinstance(evals, dict):
+        return ""
+    rows = [(c, b, m) for c, d in sorted(evals.items()) if isinstance(d, dict)
+            for b, m in sorted(d.items()) if isinstance(m, dict)]
+    if not rows:
+        return ""
+    passk = sorted({k for *_, m in rows for k in m if k.startswith("pass@")}, key=lambda k: (len(k), k))
+    cols = [(k, k) for k in passk] + [(k, h) for k, h in EVAL_COLUMNS if any(k in m for *_, m in rows)]
+    return _table(["checkpoint", "benchmark", *(h for _, h in cols)],
+                  [[c, b, *(m.get(k) for k, _ in cols)] for c, b, m in rows], "numbers")
+
+
+def probe_rows(probe: Any) -> list[list[Any]]:
+    """One row per checkpoint of metrics/probe.json and library ('all' first): probes, pass
+    rate, API validity."""
+    rows: list[list[Any]] = []
+    if not isinstance(probe, dict):
+        return rows
+    for ckpt, d in sorted(probe.items()):
+        if not isinstance(d, dict):
+            continue
+        libs = d.get("by_library") or d.get("libraries") or {}
+        rows.append([ckpt, "all", d.get("n_probes"), d.get("pass_rate"), d.get("api_validity")])
+        for lib, v in sorted(libs.items()):
+            if isinstance(v, dict):
+                rows.append([ckpt, lib, v.get("n_probes"), v.get("pass_rate"), v.get("api_validity")])
+    return rows
+
+
+def probe_numbers(probe: Any) -> str:
+    rows = probe_rows(probe)
+    return _table(["checkpoint", "library", "probes", "pass rate", "API validity"], rows, "numbers") if rows else ""
+
+
+def registry_versions(models: list[str]) -> tuple[dict[str, dict[str, dict[str, Any]]], str]:
+    """({model: {alias: version record}}, why not) for the `champion` and `challenger` of
+    each model in the MLflow registry: version, git commit, params hash, checkpoint hash,
+    data hashes (`lineage.dvc.*`) and the recorded gate decision. Read only: a sqlite
+    store that does not exist is not created."""
+    from phi1.tracking import environ, tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        return {}, f"no MLflow store at {uri}"
+    # a server that is down: one short try, not MLflow's minutes of retries
+    with environ({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}):
+        return _registry_versions(uri, models)
+
+
+def _registry_versions(uri: str, models: list[str]) -> tuple[dict[str, dict[str, dict[str, Any]]], str]:
+    try:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        from phi1.engines.model_registry import CHALLENGER, CHAMPION, DECISION_TAG
+
+        c = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for model in models:
+            for alias in (CHAMPION, CHALLENGER):
+                try:
+                    mv = c.get_model_version_by_alias(model, alias)
+                except MlflowException as exc:  # no such model or alias: nothing to show
+                    if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                        continue
+                    raise
+                tags = dict(mv.tags)
+                try:
+                    decision = json.loads(tags.get(DECISION_TAG) or "null")
+                except ValueError:
+                    decision = None
+                out.setdefault(model, {})[alias] = {
+                    "version": str(mv.version), "git": tags.get("git.commit", "-"),
+                    "dirty": tags.get("git.dirty", "-"), "params": tags.get("params.sha256", "-"),
+                    "checkpoint": tags.get("checkpoint.hash", "-"),
+                    "validation": tags.get("validation.status", "-"),
+                    "experiment": tags.get("phi1.experiment", ""),
+                    "data": {k[len("lineage.dvc."):]: v for k, v in tags.items() if k.startswith("lineage.dvc.")},
+                    "decision": decision if isinstance(decision, dict) else None,
+                }
+        return out, "" if out else f"no champion or challenger registered in {uri}"
+    except Exception as exc:  # an unreachable server, a store of another schema: say so
+        return {}, f"MLflow registry {uri} not readable ({' '.join(str(exc).split())[:200]})"
+
+
+def _decision_text(d: Optional[dict[str, Any]]) -> str:
+    if not d:
+        return "-"
+    what = "would pass" if d.get("dry_run") else ("accepted" if d.get("accepted") else "refused")
+    if d.get("dry_run") and not d.get("accepted"):
+        what = "would be refused"
+    failing = d.get("failing") or []
+    return f"{d.get('action', 'promote')} {what}" + (f" (failing: {', '.join(failing)})" if failing else "") \
+        + (f", {d.get('at')}" if d.get("at") else "")
+
+
+def models_section(register: Any, registry: dict[str, dict[str, dict[str, Any]]], why_not: str) -> str:
+    """HTML: the registered versions and the gates' decisions (metrics/register.json), and
+    the champion and challenger with their lineage (the MLflow registry)."""
+    parts: list[str] = []
+    if isinstance(register, dict) and register:
+        rows = []
+        for model, v in sorted(register.items()):
+            if not isinstance(v, dict):
+                continue
+            state = ("promoted to champion" if v.get("promoted") else "promotable (gates pass)"
+                     if v.get("promotable") else "refused by gates" if "promotable" in v else "registered")
+            champ = v.get("champion")
+            rows.append([model, f"v{v.get('version')}", v.get("checkpoint"), state,
+                         f"v{champ}" if champ is not None else ("none" if "champion" in v else "-"),
+                         v.get("gates_failed", "-")])
+        parts.append("<h3>Registered by the last run (metrics/register.json)</h3>"
+                     + _table(["model", "version", "checkpoint", "decision", "champion then", "gates failed"], rows))
+        for model, v in sorted(register.items()):
+            gates = (v or {}).get("gates") if isinstance(v, dict) else None
+            if not isinstance(gates, dict) or not gates:
+                continue
+            grows = [[name, g.get("verdict"), g.get("direction") or "-", g.get("candidate"), g.get("champion"),
+                      g.get("rule"), g.get("note")] for name, g in gates.items() if isinstance(g, dict)]
+            parts.append(f"<h3>Gates of {html.escape(model)} v{html.escape(str(v.get('version')))} "
+                         "against the champion</h3>"
+                         + _table(["gate", "verdict", "better", "candidate", "champion", "rule", "note"], grows, "gates"))
+    else:
+        parts.append("<p>Not available: metrics/register.json does not exist (the register stage has not run).</p>")
+    if registry:
+        rows = []
+        for model, aliases in sorted(registry.items()):
+            for alias, r in aliases.items():
+                git = r["git"][:10] + (" (dirty)" if r["dirty"] == "true" else "")
+                rows.append([model, alias, f"v{r['version']}", git, r["params"][:12], _short(r["checkpoint"]),
+                             r["validation"], r["experiment"] or "main line", _decision_text(r["decision"])])
+        parts.append("<h3>Champion and challenger (MLflow registry)</h3>"
+                     + _table(["model", "alias", "version", "git commit", "params.yaml sha256", "checkpoint",
+                               "validation", "from", "decision"], rows, "models"))
+        for model, aliases in sorted(registry.items()):
+            paths = sorted(set().union(*(r["data"] for r in aliases.values())))
+            if not paths:
+                continue
+            names = list(aliases)
+            drows = []
+            for path in paths:
+                hashes = [aliases[a]["data"].get(path, "-") for a in names]
+                drows.append([path, *(_short(h) if h != "-" else h for h in hashes),
+                              "same" if len(set(hashes)) == 1 else "differs"])
+            parts.append(f"<h3>Data hashes of {html.escape(model)} (DVC, from dvc.lock)</h3>"
+                         + _table(["output", *(f"{a} v{aliases[a]['version']}" for a in names),
+                                   *(["champion vs challenger"] if len(names) > 1 else ["-"])], drows, "hashes"))
+    else:
+        parts.append(f"<p>Registry lineage not shown: {html.escape(why_not)}.</p>")
+    return '<section id="models"><h2>Models: champion, challenger and the gates</h2>' + "".join(parts) + "</section>"
+
+
+def validation_section(validation_dir: Path, out: Path) -> str:
+    """HTML: each dataset's Great Expectations result (reports/validation/summary.json),
+    linking the offline index and per-dataset pages the validate stage writes."""
+    import os
+
+    summary = _read_json(validation_dir / "summary.json")
+    title = "Data validation (Great Expectations)"
+    if not isinstance(summary, dict) or not summary:
+        return (f'<section id="validation" class="missing"><h2>{title}</h2><p>Not available: '
+                f"{html.escape(str(validation_dir))}/summary.json does not exist.</p></section>")
+    rel = Path(os.path.relpath(validation_dir.resolve(), Path(out).resolve()))
+    rows = []
+    for name, r in summary.items():
+        if not isinstance(r, dict):
+            continue
+        failed = r.get("failed") if isinstance(r.get("failed"), list) else []
+        crit = sum(1 for f in failed if (f or {}).get("severity", "critical") == "critical")
+        page = next(iter(sorted((validation_dir / "data_docs" / "validations" / name).rglob("*.html"))), None) \
+            if (validation_dir / "data_docs").is_dir() else None
+        link = (f'<a href="{html.escape((rel / page.relative_to(validation_dir)).as_posix())}">{html.escape(name)}</a>'
+                if page else html.escape(name))
+        rows.append(f"<tr><td>{link}</td><td>{'passed' if r.get('success') else 'FAILED'}</td>"
+                    f"<td>{r.get('evaluated', '-')}</td><td>{len(failed)}</td><td>{crit}</td></tr>")
+    index = validation_dir / "index.html"
+    more = (f' &middot; <a href="{html.escape((rel / "index.html").as_posix())}">all suites</a>' if index.is_file() else "")
+    return (f'<section id="validation"><h2>{title}</h2><table class="numbers"><tr><th>dataset</th><th>suite</th>'
+            "<th>expectations</th><th>failed</th><th>critical</th></tr>" + "".join(rows) + "</table>"
+            f'<p class="src">from {html.escape(str(validation_dir))}/summary.json{more}</p></section>')
 
 
 def ablation_section(ablation_dir: Path) -> tuple[Optional[bytes], str]:
@@ -430,21 +693,31 @@ def ablation_section(ablation_dir: Path) -> tuple[Optional[bytes], str]:
 def build(out: str | Path = "reports/report", plots_dir: str | Path = "plots",
           eval_path: str | Path = "metrics/eval.json", probe_path: str | Path = "metrics/probe.json",
           contamination_path: str | Path = "reports/contamination.json",
-          ablation_dir: str | Path = "reports/ablation") -> dict[str, str]:
-    """Write `out`/index.html and `out`/<figure>.png; return {figure: 'written' or why it is missing}.
-    The ablation section (figure + table) is added only when `ablation_dir` holds results."""
+          ablation_dir: str | Path = "reports/ablation", register_path: str | Path = "metrics/register.json",
+          validation_dir: str | Path = "reports/validation", registry: bool = True) -> dict[str, str]:
+    """Write `out`/index.html and `out`/<figure>.png; return {figure: 'written', 'all zero: ...'
+    or why it is missing}. The page holds, before the figures, the numbers of eval and probe
+    per checkpoint, the registered versions with the gates' decisions (metrics/register.json)
+    and, when `registry`, the champion and challenger with their git commit and data hashes
+    from the MLflow registry; after them the validation results. A bar chart whose values are
+    all 0 is replaced by a sentence saying so. The ablation section (figure + table) is added
+    only when `ablation_dir` holds results."""
     import matplotlib
 
     matplotlib.use("Agg")
-    plots_dir = Path(plots_dir)
+    plots_dir, out = Path(plots_dir), Path(out)
+    evals, probe = _read_json(Path(eval_path)), _read_json(Path(probe_path))
+    zero = all_zero(evals, probe)
     made = {
         "loss_curves": (fig_loss(plots_dir), f"{plots_dir}/pretrain/train.csv or {plots_dir}/finetune/train.csv"),
-        "pass_at_k": (fig_passk(_read_json(Path(eval_path))), str(eval_path)),
-        "probe": (fig_probe(_read_json(Path(probe_path))), str(probe_path)),
+        "pass_at_k": (None if zero["pass_at_k"] else fig_passk(evals), str(eval_path)),
+        "solution_loss": (fig_solution_loss(evals), str(eval_path)),
+        "probe": (None if zero["probe"] else fig_probe(probe), str(probe_path)),
         "quality_scores": (fig_quality(plots_dir), f"{plots_dir}/filter/scores_hist.csv"),
         "contamination_sweep": (fig_contamination(_read_json(Path(contamination_path))), str(contamination_path)),
     }
-    status = {name: "written" if png else f"missing: no {src}" for name, (png, src) in made.items()}
+    status = {name: "written" if png else (f"all zero: {zero[name]}" if zero.get(name) else f"missing: no {src}")
+              for name, (png, src) in made.items()}
     sections = []
     for name, (png, src) in made.items():
         title = html.escape(FIGURES[name])
@@ -453,23 +726,47 @@ def build(out: str | Path = "reports/report", plots_dir: str | Path = "plots",
             sections.append(f'<section id="{name}"><h2>{title}</h2>'
                             f'<img alt="{title}" src="data:image/png;base64,{b64}">'
                             f'<p class="src">from {html.escape(src)} &middot; <a href="{name}.png">{name}.png</a></p></section>')
+        elif zero.get(name):
+            sections.append(f'<section id="{name}" class="zero"><h2>{title}</h2>'
+                            f'<p class="allzero">{html.escape(zero[name])}</p>'
+                            f'<p class="src">from {html.escape(src)}; the numbers are in the tables above.</p></section>')
         else:
             sections.append(f'<section id="{name}" class="missing"><h2>{title}</h2>'
                             f'<p>Not available: {html.escape(src)} does not exist (or holds no data).</p></section>')
+    numbers = [t for t in (("Evaluation per checkpoint and benchmark", eval_table(evals), eval_path),
+                           ("Probes per checkpoint and library", probe_numbers(probe), probe_path)) if t[1]]
+    numbers_html = ('<section id="numbers"><h2>Numbers</h2>'
+                    + "".join(f"<h3>{h}</h3>{t}<p class=\"src\">from {html.escape(str(src))}</p>" for h, t, src in numbers)
+                    + "</section>") if numbers else \
+        f'<section id="numbers" class="missing"><h2>Numbers</h2><p>Not available: no {html.escape(str(eval_path))} ' \
+        f"or {html.escape(str(probe_path))}.</p></section>"
+    register = _read_json(Path(register_path))
+    names = sorted(register) if isinstance(register, dict) else []
+    lineage, why_not = registry_versions(names) if (registry and names) else \
+        ({}, "not asked for (--no-registry)" if names else "no registered model in metrics/register.json")
+    models_html = models_section(register, lineage, why_not)
+    validation_html = validation_section(Path(validation_dir), out)
     ablation_png, ablation_html = ablation_section(Path(ablation_dir))
     if ablation_png:
         sections.append(ablation_html)
         status["ablation"] = "written"
-    missing = [FIGURES[n] for n, s in status.items() if s != "written"]
+    missing = [FIGURES[n] for n, s in status.items() if s.startswith("missing")]
+    zeros = [FIGURES[n] for n, s in status.items() if s.startswith("all zero")]
+    drawn = sum(1 for s in status.values() if s == "written") - (1 if ablation_png else 0)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>phi1 report</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}}
 img{{max-width:100%;border:1px solid #ddd}} table{{border-collapse:collapse;font-size:small;margin-top:.5em}}
-td,th{{border:1px solid #ddd;padding:2px 6px;text-align:right}} .missing{{color:#888}} .src{{font-size:small;color:#666}}</style>
+td,th{{border:1px solid #ddd;padding:2px 6px;text-align:left}} td.n{{text-align:right}}
+.missing{{color:#888}} .src{{font-size:small;color:#666}} .allzero{{padding:1em;background:#f6f6f6;border-left:4px solid #999}}</style>
 </head><body><h1>phi1 report</h1>
-<p>Written {html.escape(time.strftime("%Y-%m-%d %H:%M:%S"))}. {len(made) - len(missing)} of {len(made)} figures{' + the ablation' if ablation_png else ''};
+<p>Written {html.escape(time.strftime("%Y-%m-%d %H:%M:%S"))}. {drawn} of {len(made)} figures{' + the ablation' if ablation_png else ''};
+all zero (a sentence instead of a chart): {html.escape(", ".join(zeros)) or "none"};
 missing: {html.escape(", ".join(missing)) or "none"}.</p>
+{numbers_html}
+{models_html}
 {chr(10).join(sections)}
+{validation_html}
 </body></html>
 """
     with atomic_dir(out) as tmp:
@@ -482,4 +779,35 @@ missing: {html.escape(", ".join(missing)) or "none"}.</p>
     return status
 
 
-__all__ = ["run_rows", "model_rows", "compare_table", "build", "probe_table", "FIGURES"]
+# --------------------------------------------------------------------------- dvc plots, offline
+
+VEGA_BUILDS = ("vega/build/vega.min.js", "vega-lite/build/vega-lite.min.js", "vega-embed/build/vega-embed.min.js")
+"""The UMD builds `dvc plots show` loads from a CDN (vega 5, vega-lite 5, vega-embed 6),
+under an `npm ci` of vega/package.json."""
+
+
+def dvc_plots_template(node_modules: str | Path) -> str:
+    """An HTML template for `dvc plots show` (`dvc config plots.html_template`) with vega,
+    vega-lite and vega-embed inlined from `node_modules`, so the charts draw offline. It has
+    DVC's `{plot_divs}` and `{refresh_tag}` but not `{scripts}`, where DVC would put its CDN
+    <script> tags."""
+    from phi1.errors import Phi1Error
+
+    node_modules = Path(node_modules)
+    scripts = []
+    for rel in VEGA_BUILDS:
+        path = node_modules / rel
+        if not path.is_file():
+            raise Phi1Error(f"{path} not found (install it: npm ci --prefix {node_modules.parent})")
+        name = rel.split("/")[0]
+        version = json.loads((node_modules / name / "package.json").read_text()).get("version", "?")
+        # a literal "</script" inside the code would end the element early
+        code = path.read_text(encoding="utf-8").replace("</script", "<\\/script")
+        scripts.append(f"<!-- {name} {version} -->\n<script>{code}</script>")
+    return ("<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n{refresh_tag}\n<title>DVC plots (phi1)</title>\n"
+            + "\n".join(scripts)
+            + "\n<style>table { border-spacing: 15px; }</style>\n</head>\n<body>\n{plot_divs}\n</body>\n</html>\n")
+
+
+__all__ = ["run_rows", "model_rows", "compare_table", "build", "probe_table", "all_zero", "eval_table",
+           "models_section", "registry_versions", "dvc_plots_template", "FIGURES"]

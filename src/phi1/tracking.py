@@ -12,6 +12,11 @@ run` sets `DVC_EXP_NAME`) or of a named variant (`PHI1_VARIANT`, which wins) are
 tagged `phi1.variant`, so `phi1 ablate` and the MLflow UI can group them; a seed repeat's
 experiment `<variant>-seed<N>` is tagged `phi1.variant` = `<variant>` and `phi1.seed` = N.
 
+A stage run's headline figures (`HEADLINES`) are logged again as `<stage>/<figure>`, and a
+training run's loss curve as `<stage>/loss`: the MLflow UI draws that section first
+(`headline_key`). A local sqlite store copied or moved with its project is rebased onto
+its new folder when `setup` opens it (`rebase_store`): MLflow records absolute paths.
+
 Failure behaviour. The `tracking:` section of params.yaml (`TrackingConfig`, read by the
 CLI through `configure`) sets MLflow's HTTP timeout, retries and backoff; they win over
 `MLFLOW_HTTP_REQUEST_*` in the environment. With the defaults a request to a server that
@@ -207,19 +212,95 @@ def setup(experiment: str | None = None, artifact_root: str | Path = DEFAULT_ART
     mlflow.set_tracking_uri(uri)
     name = experiment or experiment_name()
     try:
+        rebase_store(uri)
         exp = mlflow.get_experiment_by_name(name)
         if exp is None:
-            location = None
+            location, tags = None, {}
             if not uri.startswith(("http://", "https://", "databricks")):
                 location = Path(artifact_root).resolve().as_uri()
-            exp_id = mlflow.create_experiment(name, artifact_location=location)
+            if db := _sqlite_file(uri):
+                tags[STORE_DIR_TAG] = str(db.parent)
+            exp_id = mlflow.create_experiment(name, artifact_location=location, tags=tags)
         else:
             exp_id = exp.experiment_id
+            db = _sqlite_file(uri)
+            if db and STORE_DIR_TAG not in exp.tags and exp.artifact_location.startswith(db.parent.as_uri() + "/"):
+                # made before the tag existed, its artifacts beside the store: from now on it can move
+                mlflow.MlflowClient().set_experiment_tag(exp_id, STORE_DIR_TAG, str(db.parent))
     except Exception as exc:  # MlflowException, sqlalchemy errors: name the store
         raise TrackingError(f"cannot use MLflow tracking store {uri}: {_reason(exc)}") from None
     mlflow.set_experiment(experiment_id=exp_id)
     _lost = None
     return exp_id
+
+
+STORE_DIR_TAG = "phi1.store_dir"
+"""Experiment tag: the folder that held the local sqlite store when the experiment was
+created; `rebase_store` compares it with where the store is now."""
+
+_LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("model_versions", "source"),
+              ("model_versions", "storage_location"), ("logged_models", "artifact_location"),
+              ("workspaces", "default_artifact_root"), ("workspaces", "trace_archival_location"),
+              ("trace_tags", "value"), ("experiment_tags", "value"))
+"""The columns of MLflow's sqlite schema that hold a location (an artifact root, a model's
+source, a trace's artifacts), as a file URI or a plain path. A logged dataset's source is
+JSON (`{"uri": ...}`): rewritten where its URI begins with the old folder."""
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI (relative to the working folder or
+    absolute), or None for any other store."""
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:///:memory:"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0]).resolve()
+
+
+def rebase_store(uri: str | None = None) -> dict[str, str]:
+    """Make a local sqlite store that was moved or copied with its project point into
+    the folder it is in now; return {old folder: new folder} (empty when nothing moved).
+
+    MLflow records absolute locations (an experiment's artifact root, each run's artifact
+    URI, a logged model's and a model version's location), so a copied checkout would
+    read and write the original's `mlruns/`. The experiments `setup` creates carry the
+    store's folder (`STORE_DIR_TAG`); when the store now sits elsewhere, every location
+    under the old folder is rewritten to the same place under the new one, in one
+    transaction (a plain sqlite3 connection: MLflow has no API to move an experiment or
+    a run). Locations outside the old folder are left alone; a store that did not move,
+    a remote store or a store without the tag is not touched."""
+    import sqlite3
+
+    db = _sqlite_file(uri or tracking_uri())
+    if db is None or not db.is_file():
+        return {}
+    new = str(db.parent)
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "experiment_tags" not in tables:
+            return {}
+        olds = {v for (v,) in con.execute("SELECT DISTINCT value FROM experiment_tags WHERE key = ?",
+                                           (STORE_DIR_TAG,)) if v != new}
+        if not olds:
+            return {}
+        con.execute("BEGIN IMMEDIATE")  # one writer; a concurrent stage waits, then sees it done
+        olds = {v for (v,) in con.execute("SELECT DISTINCT value FROM experiment_tags WHERE key = ?",
+                                           (STORE_DIR_TAG,)) if v != new}
+        for old in olds:
+            for before, after in ((Path(old).as_uri() + "/", Path(new).as_uri() + "/"), (old + "/", new + "/")):
+                for table, column in _LOCATIONS:
+                    if table in tables:
+                        con.execute(f'UPDATE "{table}" SET "{column}" = ? || substr("{column}", ?) '
+                                    f'WHERE substr("{column}", 1, ?) = ?',
+                                    (after, len(before) + 1, len(before), before))
+                if "datasets" in tables:
+                    b, a = json.dumps({"uri": before})[:-2], json.dumps({"uri": after})[:-2]  # '{"uri": "<prefix>'
+                    con.execute("UPDATE datasets SET dataset_source = ? || substr(dataset_source, ?) "
+                                "WHERE substr(dataset_source, 1, ?) = ?", (a, len(b) + 1, len(b), b))
+        con.execute("UPDATE experiment_tags SET value = ? WHERE key = ?", (new, STORE_DIR_TAG))
+        con.commit()
+        return {old: new for old in olds}
+    finally:
+        con.close()
 
 
 # --------------------------------------------------------------------------- runs left open
@@ -451,6 +532,58 @@ def stage_run(
             mlflow.log_params(params)
             mlflow.log_dict(to_dict(cfg), f"config/{stage}.json")
         yield run
+        log_headline(stage, run.info.run_id)
+
+
+HEADLINES: dict[str, tuple[str, ...]] = {
+    "ingest": (r"n_kept", r"n_read"),
+    "annotate": (r"n", r"positive_fraction", r"mean_score"),
+    "filter": (r"roc_auc", r"f1", r"kept_fraction"),
+    "synthesize": (r"textbook\.n", r"exercises\.n"),
+    "decontaminate": (r"removed\.[^.]+",),
+    "tokenize": (r"(pretrain|finetune)\.train_tokens",),
+    "validate": (r"[^.]+\.success",),
+    "evaluate": (r"[^.]+\.[^.]+\.(pass_at_1|solution_loss)",),
+    "probe": (r"[^.]+\.pass_rate",),
+}
+"""The metric keys (regular expressions, whole key) that are a stage's headline figures,
+those `phi1 summary` shows; the training stages' headline is their loss curve
+(`HEADLINE_SERIES`)."""
+
+HEADLINE_SERIES = ("loss", "val_loss")
+"""The per-step training metrics logged as `<stage>/<key>` (pretrain/loss, pretrain/val_loss):
+the loss curve."""
+
+
+def headline_key(stage: str, key: str) -> str:
+    """`<stage>/<key>`: the name of a headline metric in MLflow.
+
+    MLflow's run page (Model metrics tab) and experiment charts lay charts out by
+    `RunsChartsCardConfig.getBaseChartAndSectionConfigs` (mlflow/server/js/src/
+    experiment-tracking/components/runs-charts/runs-charts.types.ts): a key `a/b` goes
+    to section `a`, keys without a `/` to "Model metrics"; the named sections come first,
+    sorted by name, then "Model metrics" (then "System metrics"), and within a section the
+    charts follow the sorted keys. phi1's other keys have no `/` (dots only), so a stage
+    run's `<stage>/...` section, its headline, is the first: for a training run the loss
+    curve (`<stage>/loss` sorts before `<stage>/val_loss`)."""
+    return f"{stage}/{key}"
+
+
+def log_headline(stage: str, run_id: str) -> dict[str, float]:
+    """Log again, as `headline_key(stage, key)`, the metrics of the run that match the
+    stage's `HEADLINES`; return them. Called by `stage_run` when the stage's work is done
+    (its metrics are logged)."""
+    import mlflow
+
+    patterns = [re.compile(p) for p in HEADLINES.get(stage, ())]
+    if not patterns:
+        return {}
+    metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
+    picked = {headline_key(stage, k): v for k, v in sorted(metrics.items())
+              if "/" not in k and any(p.fullmatch(k) for p in patterns)}
+    if picked:
+        mlflow.log_metrics(picked)
+    return picked
 
 
 def log_inputs(hashes: dict[str, str]) -> None:

@@ -11,7 +11,7 @@ from phi1.cli import app
 from phi1.errors import Phi1Error
 from phi1.engines import benchmarks
 from phi1.engines.benchmarks import STOP_SEQUENCES
-from phi1.engines.generation import generate, load_model
+from phi1.engines.generation import complete, context_length, fit_to_context, generate, load_model
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +64,32 @@ def test_cli_generate_then_execute(tiny_model, tmp_path):
     # A random 2-layer model solves nothing; what matters is that every sample got a verdict.
     assert summary["n_tasks"] == 3 and summary["pass@1"] == 0.0 and sum(summary["statuses"].values()) == 3
     assert all(not json.loads(line)["passed"] for line in results.read_text().splitlines())
+
+
+def test_fit_to_context_keeps_the_prompt_end_and_caps_only_what_cannot_fit():
+    assert fit_to_context([10, 40], 16, 128) == (112, 16)  # fits: nothing changes
+    assert fit_to_context([300, 5], 16, 128) == (112, 16)  # cut to the last 112 tokens
+    assert fit_to_context([300], 1000, 128) == (64, 64)  # the prompt keeps half; max_new_tokens capped
+    assert fit_to_context([30], 1000, 128) == (64, 98)  # a short prompt: capped to what is left
+    assert fit_to_context([300], 16, None) == (300, 16)  # no declared context: untouched
+
+
+def test_prompts_longer_than_the_context_are_cut_from_the_left_and_counted(tiny_model):
+    lm = load_model(tiny_model, device="cpu")
+    lm.model.config.max_position_embeddings = 128  # a short context (rotary: any length runs), fast to fill
+    tok = lm.tokenizer
+    ctx = context_length(lm.model.config)
+    long = "x = 1\n" * ctx
+    ids = tok(long)["input_ids"]
+    assert len(ids) > ctx
+    lm.fit.take()
+    texts = complete(lm, [long, "def add(a, b):"], max_new_tokens=16)
+    assert lm.fit.take() == {"prompts_truncated": 1, "max_new_tokens_capped": 0}
+    # The long prompt continues as its last ctx - 16 tokens do alone: its end was kept.
+    tail = tok.decode(ids[-(ctx - 16):])
+    assert tok(tail)["input_ids"] == ids[-(ctx - 16):]
+    assert complete(lm, [tail], max_new_tokens=16) == texts[:1]
+    assert lm.fit.take() == {"prompts_truncated": 0, "max_new_tokens_capped": 0}
+    # More new tokens than the context holds: the prompt keeps half, the rest is generated.
+    complete(lm, [long], max_new_tokens=ctx + 1)
+    assert lm.fit.take() == {"prompts_truncated": 1, "max_new_tokens_capped": 1}

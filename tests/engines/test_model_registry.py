@@ -19,7 +19,7 @@ from phi1.cli import app
 from phi1.config import RegisterConfig
 from phi1.errors import Phi1Error
 from phi1.register.stage import run
-from tests.tiny_model import make_tiny_model
+from tests.tiny_model import log_as_trained, make_tiny_model
 
 CFG = RegisterConfig(base_model_name=None, base_checkpoint=None)
 HE_LOSS, MBPP_LOSS = "eval.humaneval.solution_loss", "eval.mbpp.solution_loss"
@@ -237,6 +237,7 @@ def test_register_never_moves_champion_promote_does_and_rollback_restores(workdi
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     monkeypatch.delenv("PHI1_VARIANT", raising=False)
     make_tiny_model(workdir / "checkpoints/phi1")
+    train_id = log_as_trained(workdir / "checkpoints/phi1")  # what finetune with log_model: true leaves
     c = registry.client()
     _inputs(workdir, 0.5)
     first = register(CFG)["phi1"]  # promote: off, the default
@@ -246,6 +247,7 @@ def test_register_never_moves_champion_promote_does_and_rollback_restores(workdi
                                        "rule": "<= champion + 0.01", "verdict": "pass", "note": "no champion yet"}
     assert json.loads(Path("metrics/register.json").read_text())["phi1"] == first
     assert "champion" not in c.get_registered_model("phi1").aliases and alias(c, "challenger") == "1"
+    assert c.get_model_version("phi1", "1").run_id == train_id
     check = json.loads(c.get_model_version("phi1", "1").tags["phi1.decision"])
     assert check["dry_run"] and check["accepted"]
     assert promote_cli().exit_code == 0 and alias(c, "champion") == "1"

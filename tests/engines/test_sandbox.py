@@ -59,7 +59,7 @@ def test_verdicts_and_errors(box):
         "x = {}\nx['missing']\n",
         "def f(:\n    pass\n",
     ])
-    assert ok == ExecutionResult("passed", "", ok.duration) and ok.passed and ok.duration > 0
+    assert ok == ExecutionResult("passed", "", ok.duration, ok.cpu) and ok.passed and ok.duration > 0
     assert wrong.status == "failed" and "AssertionError: f(1) is wrong" in wrong.error
     assert "line 3: assert f(1) == 2" in wrong.error
     assert raises.status == "failed" and raises.error.startswith("KeyError: 'missing'")

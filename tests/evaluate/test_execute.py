@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ def test_cli_prints_only_one_json_object_and_writes_results(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "phi1.cli", "evaluate", "execute", "--benchmark", "humaneval",
          "--samples", str(samples), "--out", str(out), "--workers", "2", "--k", "1,2,10", "--allow-partial"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)  # the whole of stdout is one JSON object
@@ -44,8 +45,14 @@ def test_cli_prints_only_one_json_object_and_writes_results(tmp_path):
     assert "pass@10" not in summary  # above every task's 2 samples
     assert summary["statuses"] == {"passed": 5, "failed": 5}
     assert summary["isolation"] == "namespaces"
+    # Calibrated by default: the five references measured, their limits the 3 s floor.
+    limits = summary["time_limits"]
+    assert (limits["mode"], limits["floor"], limits["factor"], limits["n_tasks"], limits["measured"]) == (
+        "calibrated", 3.0, 4.0, 5, 5)
+    assert limits["cpu_limit_max"] == 3.0 and limits["cache"].startswith(str(tmp_path / "cache" / "phi1"))
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(r["isolation"] == "namespaces" for r in results)
+    assert all((r["cpu_limit"], r["wall_limit"]) == (3.0, 15.0) for r in results)
     assert [r["model"] for r in results] == [r["model"] for r in rows]  # every sample, in order, fields kept
     assert all(r["passed"] == (r["model"] == "ref") for r in results)
     assert all(r["result"] == "passed" for r in results if r["passed"])
@@ -96,6 +103,9 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
         (base + ["--benchmark", "apps"], "error: unknown benchmark 'apps'"),
         (base + ["--benchmark", "mbpp", "--k", "1,x"], "error: --k: expected positive integers"),
         (base + ["--benchmark", "mbpp", "--allow-partial", "--workers", "0"], "error: --workers must be >= 1"),
+        (base + ["--benchmark", "mbpp", "--allow-partial", "--timeout", "0"], "error: --timeout must be a positive"),
+        (base + ["--benchmark", "mbpp", "--allow-partial", "--timeout-floor", "0"],
+         "error: --timeout-floor must be a positive number, got 0.0"),
         (["evaluate", "execute", "--benchmark", "mbpp", "--samples", str(tmp_path / "nope.jsonl"),
           "--out", str(tmp_path / "r.jsonl")], "nope.jsonl"),
     ]

@@ -29,8 +29,10 @@ def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_a
     (workdir / "params.yaml").write_text(
         "evaluate:\n  limit: 2\n  max_new_tokens: 8\n  batch_size: 2\n  workers: 2\n  solution_loss_limit: 5\n"
     )
+    monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))  # a fresh calibration cache
     result = CliRunner().invoke(app, ["evaluate", "run", "-S", "evaluate.mbpp_split=validation"])
     assert result.exit_code == 0, result.output
+    assert "humaneval: calibrated time limits of 2 tasks: max 3 CPU s (2 references measured now)" in result.stderr
 
     metrics = json.loads((workdir / "metrics" / "eval.json").read_text())
     assert set(metrics) == {"base", "phi1"}
@@ -53,7 +55,13 @@ def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_a
             assert all(r["isolation"] == "namespaces" for r in results)
             summary = json.loads((folder / "summary.json").read_text())
             assert summary["benchmark"] == bm and summary["n_samples"] == 2
+            assert summary["prompts_truncated"] == summary["max_new_tokens_capped"] == 0  # all fit the context
             assert summary["isolation"] == "namespaces"
+            # Calibrated time limits: only the params in the DVC outputs, never the
+            # machine-dependent seconds, machine or cache (those go to MLflow and stderr).
+            assert summary["time_limits"] == {"mode": "calibrated", "floor": 3.0, "factor": 4.0, "wall_factor": 5.0}
+            for out in (folder / "summary.json", folder / "results.jsonl"):
+                assert "timeouts-" not in out.read_text() and "cpu_limit" not in out.read_text()
     assert [s["task_id"] for s in map(json.loads, (workdir / "reports/eval/base/mbpp/samples.jsonl").open())] == [
         "Mbpp/511", "Mbpp/512"]
 
@@ -76,11 +84,22 @@ def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_a
             assert child.data.metrics[key] == pytest.approx(metrics[ckpt][bm][key])
             assert parent[0].data.metrics[f"{ckpt}.{bm}.{key}"] == pytest.approx(metrics[ckpt][bm][key])
         artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(child.info.run_id)}
-        assert {"eval_results_table.json", "summary.json", "results.jsonl", "solution_loss.jsonl"} <= artifacts
+        assert {"eval_results_table.json", "summary.json", "results.jsonl", "solution_loss.jsonl",
+                "time_limits.json"} <= artifacts
+        params = child.data.params
+        assert (params["time_limits.mode"], params["time_limits.floor"], params["time_limits.factor"]) == (
+            "calibrated", "3.0", "4.0")
+        machine = params["time_limits.machine"]
+        assert params["time_limits.cache"] == str(workdir / "cache" / "phi1" / f"timeouts-{machine}.json")
+        assert child.data.metrics["time_limit_cpu_max"] == 3.0 and child.data.metrics["reference_cpu_total"] > 0
+        limits = mlflow.artifacts.load_dict(f"{child.info.artifact_uri}/time_limits.json")
+        assert len(limits["tasks"]) == 2 and all(t["cpu_limit"] == 3.0 and t["reference_cpu"] > 0
+                                                 for t in limits["tasks"].values())
         table = mlflow.load_table("eval_results_table.json", run_ids=[child.info.run_id])
         assert list(table["task_id"]) == ([f"HumanEval/{i}" for i in (0, 1)] if child.data.tags["phi1.benchmark"] == "humaneval"
                                           else ["Mbpp/511", "Mbpp/512"])
-        assert {"prompt", "outputs", "result", "n_samples", "n_passed", "pass_at_1/score"} <= set(table.columns)
+        assert {"prompt", "outputs", "result", "n_samples", "n_passed", "cpu_limit",
+                "pass_at_1/score"} <= set(table.columns)
     assert parent[0].data.metrics["base.humaneval.pass_at_1"] == 0.0
 
 
@@ -132,6 +151,10 @@ def test_solution_loss_off_leaves_only_pass_at_k(workdir):
                          workers=1, solution_loss=False)
     metrics = run(cfg, out=workdir / "reports/eval", metrics_path=workdir / "metrics/eval.json")
     assert metrics == {"base": {"humaneval": {"pass@1": 0.0, "n_tasks": 1}}}
+    fixed = EvaluateConfig(**{**cfg.__dict__, "timeout": 5.0})  # the override: no calibration
+    run(fixed, out=workdir / "reports/eval", metrics_path=workdir / "metrics/eval.json")
+    summary = json.loads((workdir / "reports/eval/base/humaneval/summary.json").read_text())
+    assert summary["time_limits"] == {"mode": "fixed", "timeout": 5.0}
     assert not (workdir / "reports/eval/base/humaneval/solution_loss.jsonl").exists()
 
 
@@ -152,6 +175,9 @@ def test_a_missing_checkpoint_is_an_error_and_writes_nothing(workdir):
         ("evaluate.limit=0", "evaluate.limit must be positive or null"),
         ("evaluate.top_p=0", "top_p in (0, 1]"),
         ("evaluate.solution_loss_limit=0", "evaluate.solution_loss_limit must be positive or null"),
+        ("evaluate.timeout=0", "evaluate: timeout (or null: calibrate) and memory_bytes must be positive"),
+        ("evaluate.timeout_floor=0", "timeout_floor and timeout_factor must be positive"),
+        ("evaluate.timeout_factor=-1", "timeout_floor and timeout_factor must be positive"),
     ],
 )
 def test_bad_evaluate_params(tmp_path, override, message):

@@ -1,5 +1,6 @@
-"""The filter stage end to end on real parquet fixtures, a tiny real HF encoder, a real
-random forest and the workdir's real sqlite MLflow store."""
+"""The filter stage end to end on real parquet fixtures, vectors from the real `embed`
+stage (a tiny real HF encoder), a real random forest and the workdir's real sqlite
+MLflow store."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 import yaml
 
 from phi1.tracking import split_run_figures
-from phi1.config import FilterConfig
+from phi1.config import EmbedConfig, FilterConfig
+from phi1.embed.stage import run as embed_run
 from phi1.errors import Phi1Error
 from phi1.filter.stage import load_quality_model, run
 from phi1.io import atomic_dir, read_table, write_shards
@@ -75,9 +77,11 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def data(tmp_path, small_corpus):
+def data(workdir, small_corpus, tiny_dir):
     """data/raw: 20 educational + 20 data-blob generated files + the 20 real stdlib files;
-    data/annotations: the 40 generated files, label 1 for educational ones."""
+    data/annotations: the 40 generated files, label 1 for educational ones;
+    data/embeddings: their vectors, from the `embed` stage with the tiny encoder."""
+    tmp_path = workdir
     rng = random.Random(0)
     gen = [raw_row("gen", f"edu/{i}.py", educational(rng, i)) for i in range(20)]
     gen += [raw_row("gen", f"blob/{i}.py", data_blob(rng, i)) for i in range(20)]
@@ -95,7 +99,14 @@ def data(tmp_path, small_corpus):
         })
     annotations = tmp_path / "data" / "annotations"
     write_ann(annotations, ann_rows)
-    return {"raw": raw, "annotations": annotations, "rows": gen + real, "ann": ann_rows}
+    embeddings = embed(tmp_path, raw, EmbedConfig(embedding=f"hf:{tiny_dir}", max_tokens=64, cache_path=None))
+    return {"raw": raw, "annotations": annotations, "embeddings": embeddings, "rows": gen + real, "ann": ann_rows}
+
+
+def embed(root: Path, raw: Path, cfg: EmbedConfig, name: str = "embeddings") -> Path:
+    out = root / "data" / name
+    embed_run(cfg, raw=raw, out=out, metrics_path=root / "metrics" / f"{name}.json", progress=False)
+    return out
 
 
 def write_ann(path: Path, rows: list[dict]) -> Path:
@@ -111,8 +122,12 @@ def outputs(root: Path) -> dict:
     )
 
 
-def cfg_for(tiny_dir: Path, **kw) -> FilterConfig:
-    return FilterConfig(**{"embedding": f"hf:{tiny_dir}", "max_tokens": 64, "n_estimators": 40, **kw})
+def cfg_for(**kw) -> FilterConfig:
+    return FilterConfig(**{"n_estimators": 40, **kw})
+
+
+def inputs(data: dict) -> dict:
+    return dict(raw=data["raw"], annotations=data["annotations"], embeddings=data["embeddings"])
 
 
 @pytest.mark.slow  # first MLflow store + imports: ~12 s on the shared 2-core box
@@ -120,9 +135,9 @@ def test_end_to_end_threshold(workdir, data, tiny_dir):
     import mlflow
     from mlflow import MlflowClient
 
-    cfg = cfg_for(tiny_dir, threshold=0.5)
+    cfg = cfg_for(threshold=0.5)
     o = outputs(workdir)
-    metrics = run(cfg, raw=data["raw"], annotations=data["annotations"], progress=False, **o)
+    metrics = run(cfg, **inputs(data), **o)
 
     # Metrics: the contract's keys, in range, and on disk as returned.
     assert SCHEMA_KEYS | {"threshold"} <= set(metrics) and "top_fraction" not in metrics
@@ -131,7 +146,8 @@ def test_end_to_end_threshold(workdir, data, tiny_dir):
         assert 0.0 <= metrics[k] <= 1.0, k
     assert metrics["n_train"] + metrics["n_test"] == 40 and metrics["n_test"] == 10
     assert metrics["refit"] == "all_annotations" and metrics["n_fit"] == 40
-    assert metrics["n_scored"] == 60 and metrics["embed_files_per_s"] > 0
+    assert metrics["n_scored"] == 60 and "embed_files_per_s" not in metrics  # embedding is `embed`'s
+    assert (metrics["embedding"], metrics["embedding_dim"]) == (f"hf:{tiny_dir}", 32)
     # The generated classes are easy to tell apart, even through a random tiny encoder.
     assert metrics["roc_auc"] >= 0.8
 
@@ -154,6 +170,9 @@ def test_end_to_end_threshold(workdir, data, tiny_dir):
     import sklearn
 
     assert spec["embedding"] == f"hf:{tiny_dir}" and spec["dim"] == 32 and spec["max_tokens"] == 64
+    # the features' spec is the embed stage's, so new text is embedded as the training data was
+    emb_spec = json.loads((data["embeddings"] / "spec.json").read_text())
+    assert {k: spec[k] for k in emb_spec} == emb_spec
     assert spec["sklearn_version"] == sklearn.__version__
     assert spec["keep"] == {"rule": "threshold", "threshold": 0.5, "score_cutoff": 0.5}
     qm = load_quality_model(o["model_dir"])
@@ -179,6 +198,7 @@ def test_end_to_end_threshold(workdir, data, tiny_dir):
     assert r.data.metrics["roc_auc"] == pytest.approx(metrics["roc_auc"])
     assert r.data.params["embedding"] == f"hf:{tiny_dir}"
     assert r.data.tags[f"data.{data['annotations']}"].startswith("computed:")
+    assert r.data.tags[f"data.{data['embeddings']}"].startswith("computed:")
     arts = {a.path for d in ("plots", "quality_model", "metrics") for a in client.list_artifacts(r.info.run_id, d)}
     assert {"plots/scores_hist.png", "quality_model/feature_spec.json", "metrics/filter.json"} <= arts
     (lm,) = mlflow.search_logged_models([exp.experiment_id], output_format="list")
@@ -192,9 +212,9 @@ def _all_scores(model_dir: Path, rows: list[dict]) -> np.ndarray:
     return load_quality_model(model_dir).score([r["content"] for r in rows])
 
 
-def test_top_fraction_keeps_exactly_the_best(workdir, data, tiny_dir):
+def test_top_fraction_keeps_exactly_the_best(workdir, data):
     o = outputs(workdir)
-    metrics = run(cfg_for(tiny_dir, threshold=None, top_fraction=0.25), data["raw"], data["annotations"], progress=False, **o)
+    metrics = run(cfg_for(threshold=None, top_fraction=0.25), **inputs(data), **o)
     assert "top_fraction" in metrics and "threshold" not in metrics
     assert metrics["n_kept"] == 15 and metrics["kept_fraction"] == 0.25
     kept = read_table(o["out"]).to_pylist()
@@ -208,12 +228,12 @@ def test_top_fraction_keeps_exactly_the_best(workdir, data, tiny_dir):
     assert metrics["mean_score_kept"] > metrics["mean_score_all"]
 
 
-def test_threshold_zero_keeps_all_and_higher_threshold_keeps_a_subset(workdir, data, tiny_dir):
+def test_threshold_zero_keeps_all_and_higher_threshold_keeps_a_subset(workdir, data):
     o = outputs(workdir)
-    m0 = run(cfg_for(tiny_dir, threshold=0.0), data["raw"], data["annotations"], progress=False, **o)
+    m0 = run(cfg_for(threshold=0.0), **inputs(data), **o)
     assert m0["n_kept"] == 60 and m0["mean_score_dropped"] is None
     all_ids = {r["id"] for r in read_table(o["out"]).to_pylist()}
-    m7 = run(cfg_for(tiny_dir, threshold=0.7), data["raw"], data["annotations"], progress=False, **o)
+    m7 = run(cfg_for(threshold=0.7), **inputs(data), **o)
     ids7 = {r["id"] for r in read_table(o["out"]).to_pylist()}
     assert ids7 < all_ids and m7["n_kept"] == len(ids7) < m0["n_kept"]
     # Same seed, same data: the held-out evaluation does not depend on the keep rule.
@@ -225,27 +245,27 @@ def _assert_no_outputs(root: Path) -> None:
     assert not any(p.exists() for p in o.values())
 
 
-def test_annotation_ids_missing_from_raw(workdir, data, tiny_dir):
+def test_annotation_ids_missing_from_raw(workdir, data):
     rows = [dict(r) for r in data["ann"]]
     rows[3]["id"], rows[7]["id"] = "feedfacefeedface", "0123456789abcdef"
     ann = write_ann(workdir / "ann_bad", rows)
     with pytest.raises(Phi1Error, match=r"2 of 40 annotation ids are not in .*raw \(e.g. feedfacefeedface\)"):
-        run(cfg_for(tiny_dir), data["raw"], ann, progress=False, **outputs(workdir))
+        run(cfg_for(), **{**inputs(data), "annotations": ann}, **outputs(workdir))
     _assert_no_outputs(workdir)
 
 
-def test_single_class_suggests_label_threshold(workdir, data, tiny_dir):
+def test_single_class_suggests_label_threshold(workdir, data):
     rows = [{**r, "label": 0} for r in data["ann"]]
     ann = write_ann(workdir / "ann_one", rows)
     with pytest.raises(Phi1Error, match=r"all 40 rated files have label 0.*annotate.label_threshold; scores range"):
-        run(cfg_for(tiny_dir), data["raw"], ann, progress=False, **outputs(workdir))
+        run(cfg_for(), **{**inputs(data), "annotations": ann}, **outputs(workdir))
     _assert_no_outputs(workdir)
 
 
-def test_too_few_annotations(workdir, data, tiny_dir):
+def test_too_few_annotations(workdir, data):
     ann = write_ann(workdir / "ann_few", data["ann"][:6])
     with pytest.raises(Phi1Error, match=r"6 rated files, need at least 10"):
-        run(cfg_for(tiny_dir), data["raw"], ann, progress=False, **outputs(workdir))
+        run(cfg_for(), **{**inputs(data), "annotations": ann}, **outputs(workdir))
 
 
 @pytest.mark.parametrize(
@@ -256,32 +276,51 @@ def test_too_few_annotations(workdir, data, tiny_dir):
         (lambda rows: [{k: v for k, v in r.items() if k != "label"} for r in rows], "missing column 'label'"),
     ],
 )
-def test_malformed_annotations(workdir, data, tiny_dir, mutate, message):
+def test_malformed_annotations(workdir, data, mutate, message):
     ann = write_ann(workdir / "ann_bad", mutate([dict(r) for r in data["ann"]]))
     with pytest.raises(Phi1Error, match=message):
-        run(cfg_for(tiny_dir), data["raw"], ann, progress=False, **outputs(workdir))
+        run(cfg_for(), **{**inputs(data), "annotations": ann}, **outputs(workdir))
 
 
-def test_missing_inputs_and_embedding_dir(workdir, data, tiny_dir):
+def test_missing_inputs(workdir, data):
     o = outputs(workdir)
     with pytest.raises(Phi1Error, match="annotations dataset not found: .*nope"):
-        run(cfg_for(tiny_dir), data["raw"], workdir / "nope", progress=False, **o)
-    with pytest.raises(Phi1Error, match="model directory not found: /no/such/encoder"):
-        run(FilterConfig(embedding="hf:/no/such/encoder"), data["raw"], data["annotations"], progress=False, **o)
+        run(cfg_for(), **{**inputs(data), "annotations": workdir / "nope"}, **o)
+    with pytest.raises(Phi1Error, match=r"embeddings dataset not found: .*nope \(run `phi1 embed`\)"):
+        run(cfg_for(), **{**inputs(data), "embeddings": workdir / "nope"}, **o)
     _assert_no_outputs(workdir)
 
 
-def test_cli_filter_on_a_temp_params_file(workdir, data, tiny_dir):
+def test_embeddings_of_another_raw_are_refused(workdir, data):
+    """Vectors must be of this data/raw: the same ids, texts and order (content_sha256)."""
+    rows = [dict(r) for r in data["rows"]]
+    rows[41]["content"] += "# edited\n"  # the same id, another text (the 2nd shard)
+    raw2 = workdir / "data" / "raw2"
+    with atomic_dir(raw2) as d:
+        write_shards(d, rows, shard_size=25)
+    o = outputs(workdir)
+    with pytest.raises(Phi1Error, match=rf"embeddings .*embeddings: row 41: file {rows[41]['id']} has another "
+                                        r"text in .*raw2; rerun `phi1 embed` on this data/raw"):
+        run(cfg_for(), **{**inputs(data), "raw": raw2}, **o)
+    with atomic_dir(raw2) as d:
+        write_shards(d, rows[:-1], shard_size=25)
+    with pytest.raises(Phi1Error, match=r"60 vectors for 59 files of .*raw2; rerun `phi1 embed`"):
+        run(cfg_for(), **{**inputs(data), "raw": raw2}, **o)
+    _assert_no_outputs(workdir)
+
+
+def test_cli_filter_on_a_temp_params_file(workdir, data):
     from typer.testing import CliRunner
 
     from phi1.cli import app
 
     params = workdir / "params.yaml"
-    params.write_text(yaml.safe_dump({"filter": {"embedding": f"hf:{tiny_dir}", "max_tokens": 64, "n_estimators": 30}}))
+    params.write_text(yaml.safe_dump({"filter": {"n_estimators": 30}}))
     o = outputs(workdir)
     args = [
         "filter", "-p", str(params), "-S", "filter.threshold=null", "-S", "filter.top_fraction=0.5",
-        "--raw", str(data["raw"]), "--annotations", str(data["annotations"]), "--out", str(o["out"]),
+        "--raw", str(data["raw"]), "--annotations", str(data["annotations"]),
+        "--embeddings", str(data["embeddings"]), "--out", str(o["out"]),
         "--model-dir", str(o["model_dir"]), "--metrics", str(o["metrics_path"]), "--plots", str(o["plots_dir"]),
     ]
     res = CliRunner().invoke(app, args)
@@ -291,16 +330,18 @@ def test_cli_filter_on_a_temp_params_file(workdir, data, tiny_dir):
     assert pq.read_metadata(sorted(o["out"].glob("*.parquet"))[0]).num_rows == 30
 
     bad = write_ann(workdir / "ann_one", [{**r, "label": 1} for r in data["ann"]])
-    res = CliRunner().invoke(app, [*args[:7], "--raw", str(data["raw"]), "--annotations", str(bad)])
+    res = CliRunner().invoke(app, [*args[:7], "--raw", str(data["raw"]), "--annotations", str(bad),
+                                   "--embeddings", str(data["embeddings"])])
     assert res.exit_code == 2
     assert res.stderr.startswith("error: annotations ") and "annotate.label_threshold" in res.stderr
 
 
 @pytest.mark.slow
 def test_end_to_end_default_minilm(workdir, data):
-    """The default embedding (packaged all-MiniLM-L6-v2) through the whole stage."""
+    """The default embedding (packaged all-MiniLM-L6-v2) through embed and the whole stage."""
     o = outputs(workdir)
-    metrics = run(FilterConfig(n_estimators=50), data["raw"], data["annotations"], progress=False, **o)
+    minilm = embed(workdir, data["raw"], EmbedConfig(cache_path=None), "minilm")
+    metrics = run(FilterConfig(n_estimators=50), **{**inputs(data), "embeddings": minilm}, **o)
     assert metrics["embedding"] == "minilm" and metrics["embedding_dim"] == 384
     assert metrics["roc_auc"] >= 0.8 and metrics["mean_score_kept"] > metrics["mean_score_all"]
     spec = json.loads((o["model_dir"] / "feature_spec.json").read_text())

@@ -1,18 +1,13 @@
 """The ingest stage's datatrove executors: local, Slurm and Ray.
 
-Slurm cannot run here: its executor is built and its sbatch script checked without
-submitting, and the submit-and-wait path runs against a stand-in Slurm (small `sbatch`,
-`squeue`, `srun`, `scontrol` programs that run the array tasks as local processes) so
-datatrove's real pickled-executor path and the stage's waiting are exercised. Ray runs
-for real on a local 2-CPU instance."""
+Here the Slurm executor is built and its sbatch script checked without submitting; the
+submit-and-wait path runs on a real single-node Slurm cluster in test_slurm.py (marked
+`cluster`). Ray runs for real on a local 2-CPU instance."""
 
 from __future__ import annotations
 
 import json
-import os
-import stat
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -95,96 +90,6 @@ def test_missing_sbatch_is_a_one_line_error_and_writes_nothing(tmp_path, small_c
     assert msg == ("error: ingest.executor is slurm but `sbatch` is not on PATH; run `phi1 ingest` on a Slurm "
                    "login node, or set ingest.executor to local or ray")
     assert not (workdir / "data").exists() and not (workdir / "m.json").exists()
-
-
-# --------------------------------------------------------------------------- stand-in Slurm
-
-FAKE = {
-    # sbatch: run each array task of the script as a background process, as Slurm would on a node.
-    "sbatch": r"""
-        import os, re, subprocess, sys
-        from pathlib import Path
-        state = Path(os.environ["FAKE_SLURM_STATE"]); state.mkdir(exist_ok=True)
-        text = Path(sys.argv[-1]).read_text()
-        env = dict(os.environ)
-        for arg in sys.argv[1:-1]:
-            if arg.startswith("--export=ALL,"):
-                env.update(kv.split("=", 1) for kv in arg.split(",")[1:])
-        job = str(1000 + len(list(state.glob("*.job"))))
-        script = state / f"{job}.sh"; script.write_text(text)
-        lo, hi = map(int, re.search(r"#SBATCH --array=(\d+)-(\d+)", text).groups())
-        pids = []
-        for i in range(lo, hi + 1):
-            e = dict(env, SLURM_JOB_ID=job, SLURM_ARRAY_TASK_ID=str(i), SLURM_NODELIST="localhost")
-            log = open(state / f"{job}_{i}.out", "w")
-            pids.append(subprocess.Popen(["bash", str(script)], env=e, stdout=log, stderr=log).pid)
-        (state / f"{job}.job").write_text(" ".join(map(str, pids)))
-        print(f"Submitted batch job {job}")
-    """,
-    # squeue: list the job while any of its task processes lives.
-    "squeue": r"""
-        import os, sys
-        from pathlib import Path
-        job = sys.argv[sys.argv.index("--jobs") + 1]
-        f = Path(os.environ["FAKE_SLURM_STATE"]) / f"{job}.job"
-        if not f.exists():
-            sys.exit(1)
-        def alive(pid):
-            try:
-                return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                return False
-        if any(alive(int(p)) for p in f.read_text().split()):
-            print(job)
-    """,
-    # srun -l -n N CMD...: run CMD here (or fail, to play a task that crashed).
-    "srun": r"""
-        import os, sys
-        args = sys.argv[1:]
-        while args and args[0].startswith("-"):
-            args = args[2:] if args[0] == "-n" else args[1:]
-        if os.environ.get("FAKE_SLURM_FAIL"):
-            sys.exit(1)
-        os.execvp(args[0], args)
-    """,
-    "scontrol": "print('localhost')",
-    "scancel": "pass",
-}
-
-
-@pytest.fixture
-def fake_slurm(tmp_path, monkeypatch) -> Path:
-    bin_dir = tmp_path / "fake-slurm-bin"
-    bin_dir.mkdir()
-    for name, body in FAKE.items():
-        f = bin_dir / name
-        f.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
-        f.chmod(f.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_SLURM_STATE", str(tmp_path / "fake-slurm-state"))
-    return tmp_path / "fake-slurm-state"
-
-
-@pytest.mark.slow
-def test_slurm_executor_waits_for_its_tasks_and_equals_local(tmp_path, small_corpus, fake_slurm):
-    local = _execute(_cfg(small_corpus, tasks=2, workers=2), tmp_path / "local")
-    slurm = _execute(_cfg(small_corpus, executor="slurm", tasks=2, workers=2, work_dir=str(tmp_path / "shared"),
-                          slurm=SlurmExecutorConfig(partition="cpu", poll_seconds=0.2)), tmp_path / "slurm")
-    assert read_table(tmp_path / "local").equals(read_table(tmp_path / "slurm"))
-    assert local == slurm
-    assert len(list(fake_slurm.glob("*.job"))) == 1  # one array job, no stats-merging job
-    assert list((tmp_path / "shared").iterdir()) == []  # the run's work folder is removed on success
-
-
-def test_failed_slurm_tasks_are_a_clear_error(tmp_path, small_corpus, fake_slurm, monkeypatch):
-    monkeypatch.setenv("FAKE_SLURM_FAIL", "1")
-    cfg = _cfg(small_corpus, executor="slurm", tasks=3, workers=3, work_dir=str(tmp_path / "shared"),
-               slurm=SlurmExecutorConfig(partition="cpu", poll_seconds=0.1))
-    with pytest.raises(Phi1Error) as info:
-        _execute(cfg, tmp_path / "out")
-    (work,) = (tmp_path / "shared").iterdir()  # kept for its logs
-    assert str(info.value) == (f"ingest: 3 of 3 slurm tasks did not complete (ranks 0, 1, 2); see the task logs in "
-                               f"{work / 'logs' / 'logs'} and {work / 'logs' / 'slurm_logs'}")
 
 
 # --------------------------------------------------------------------------- Ray

@@ -46,8 +46,8 @@ def test_pretrain_exports_an_hf_model_and_logs_the_run(workdir, tokenized):
     run = mlflow.search_runs(experiment_names=["phi1-test"], filter_string="tags.`phi1.stage` = 'pretrain'",
                              output_format="list", order_by=["start_time DESC"])[0]
     client = mlflow.MlflowClient()
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 10, 20, 30]
-    assert len(client.get_metric_history(run.info.run_id, "loss")) == 15
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "pretrain/val_loss")] == [0, 10, 20, 30]
+    assert len(client.get_metric_history(run.info.run_id, "pretrain/loss")) == 15
     assert {"lr", "grad_norm", "tokens_per_s", "peak_mem_mb", "final.final_val_loss"} <= set(run.data.metrics)
     assert run.data.params["model.n_params"] == str(metrics["n_params"])
     assert run.data.params["preset"] == "tiny" and run.data.params["run.world_size"] == "1"
@@ -59,7 +59,7 @@ def test_pretrain_exports_an_hf_model_and_logs_the_run(workdir, tokenized):
     mine = next(m for m in logged if m.source_run_id == run.info.run_id)
     model_uri = mine.model_uri
     reqs = Path(mlflow.artifacts.download_artifacts(artifact_uri=mine.artifact_location + "/requirements.txt")).read_text()
-    assert f"torch=={torch.__version__}" in reqs and "torchvision" not in reqs
+    assert f"torch=={torch.__version__.split('+')[0]}\n" in reqs and "torchvision" not in reqs  # no `+cpu`
     pipe = mlflow.transformers.load_model(model_uri)
     assert pipe("def f(", max_new_tokens=3)[0]["generated_text"].startswith("def f(")
 

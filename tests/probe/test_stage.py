@@ -44,6 +44,7 @@ def test_stage_writes_metrics_and_one_mlflow_evaluation_per_checkpoint(workdir, 
         assert all(r["isolation"] == "namespaces" for r in rows)
         summary = json.loads((workdir / "reports/probe" / name / "summary.json").read_text())
         assert summary["isolation"] == "namespaces"
+        assert summary["prompts_truncated"] == summary["max_new_tokens_capped"] == 0  # all fit the context
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = mlflow.get_experiment_by_name("phi1-test")

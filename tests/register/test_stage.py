@@ -119,11 +119,12 @@ def test_register_makes_no_outbound_attempt_without_an_opt_in(workdir):
     import time
 
     from tests.engines.test_model_registry import _inputs
-    from tests.tiny_model import make_tiny_model
+    from tests.tiny_model import log_as_trained, make_tiny_model
 
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"]).returncode:
         pytest.skip("cannot make an empty network namespace here (unshare -n needs root)")
     make_tiny_model(workdir / "checkpoints/phi1")
+    log_as_trained(workdir / "checkpoints/phi1")
     _inputs(workdir, 0.5)
     env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE") and not k.startswith("HF_")}
     t0 = time.monotonic()

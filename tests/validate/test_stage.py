@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -310,3 +311,34 @@ def test_failing_suite_stops_dvc_repro_before_training(workdir, small_corpus):
     good = sh(dvc, "repro", check=False)
     assert good.returncode == 0, good.stderr + good.stdout
     assert (workdir / "trained.marker").read_text() == "trained"
+
+
+def test_report_folder_is_the_same_bytes_on_every_run(tmp_path, small_corpus, monkeypatch):
+    """Same data and suites, same report folder: GX's run time, load time, random ids and
+    timestamped logo URL are fixed (tokenize, which depends on the folder, is not rerun).
+    Its offline index.html lists each suite with counts, links and failing expectations."""
+    from phi1.validate.stage import write_report
+
+    monkeypatch.chdir(tmp_path)
+    build_datasets(tmp_path, small_corpus)
+    paths = {"raw": Path("data/raw"), "annotations": Path("data/annotations")}
+
+    def report(out: str, paths=paths) -> dict[str, bytes]:
+        results = validate(paths, EXPECTATIONS, Path("metrics/filter.json"), docs_dir=Path(out) / "data_docs")
+        write_report(results, Path(out))
+        return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(Path(out).rglob("*")) if p.is_file()}
+
+    first, second = report("one"), report("two")
+    assert first.keys() == second.keys() and len([k for k in first if k.endswith(".html")]) >= 5
+    assert [k for k in first if first[k] != second[k]] == []
+    assert not any(b"logo-long.png?d=" in v or b"ge_load_time\": \"2" in v for v in first.values())
+
+    index = first["index.html"].decode()
+    assert "All 2 suites passed." in index and "<script" not in index and "https://" not in index
+    links = re.findall(r'href="([^"]+)"', index)
+    assert len(links) == 4 and all((tmp_path / "one" / link).is_file() for link in links)
+
+    build_datasets(tmp_path, small_corpus, {"annotations": _set(0, "label", 3)})
+    index = report("three")["index.html"].decode()
+    assert "1 of 2 suites FAILED" in index and '<tr class="fail"><td>annotations</td><td>FAILED</td>' in index
+    assert "<td>annotations</td><td>expect_column_values_to_be_in_set</td><td>label</td>" in index

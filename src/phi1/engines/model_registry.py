@@ -1,6 +1,6 @@
 """The MLflow model-registry seam: versions, aliases, gates, promotion, rollback.
 
-    version = register_version("checkpoints/phi1", "phi1", tags)   # inside an MLflow run
+    version = register_version("checkpoints/phi1", "phi1", tags)   # the finetune run's logged model
     decision = promote(cfg, "phi1")            # the `challenger`, gated; an experiment's is refused
     decision = promote(cfg, "phi1", 7, named=True)   # version 7, named on purpose (--version 7)
     decision = rollback("phi1")                # `champion` back to the previous holder
@@ -127,33 +127,44 @@ def client():
 # --------------------------------------------------------------------------- register
 
 
-def pip_requirements() -> list[str]:
-    """Pinned requirements of a registered model. Explicit because MLflow's inference of
-    them for a transformers model asks for torchvision, which generating text does not need."""
-    from importlib.metadata import version
+CHECKPOINT_TAG = "phi1.checkpoint.md5"
+"""The tag a training run's logged model carries: `phi1.tracking.content_hash` of the
+checkpoint folder it was exported as (written by phi1.engines.training.run, which the
+`register` stage does not import)."""
 
-    return [f"{p}=={version(p)}" for p in ("torch", "transformers", "accelerate", "safetensors", "tokenizers")]
+
+def find_logged_model(checkpoint: str | Path):
+    """The MLflow logged model the training run of `checkpoint` logged (`log_model: true`),
+    found by the folder's content hash, the newest when several runs made the same bytes;
+    a one-line Phi1Error when no run logged it."""
+    import mlflow
+
+    from phi1.tracking import content_hash, tracking_uri
+
+    md5 = content_hash(checkpoint)
+    experiments = [e.experiment_id for e in client().search_experiments()]  # active ones: any variant's
+    found = mlflow.search_logged_models(
+        experiment_ids=experiments, filter_string=f"tags.`{CHECKPOINT_TAG}` = '{md5}'",
+        order_by=[{"field_name": "creation_time", "ascending": False}], max_results=1, output_format="list",
+    ) if experiments else []
+    if not found:
+        raise Phi1Error(f"register: no training run logged the model of {checkpoint} (content md5 {md5}) in "
+                        f"{tracking_uri()}; train it with `log_model: true` (pretrain/finetune params)")
+    return found[0]
 
 
 def register_version(checkpoint: str | Path, model_name: str, tags: dict[str, str]):
-    """Log an HF model folder with mlflow.transformers into the active run, register it as
-    a new version of `model_name`, tag it and give it the alias `challenger`."""
+    """Register the model that `checkpoint`'s training run logged (`models:/<model_id>`, so
+    the weights are stored once and the version's run is the training run) as a new version
+    of `model_name`, tag it and give it the alias `challenger`."""
     import mlflow
 
-    from phi1.engines.generation import load_model
-
-    # a dict of loaded parts, not the folder path: MLflow's path route breaks on transformers 5
-    lm = load_model(checkpoint, device="cpu")  # on the CPU, in float32, whatever accelerator is here
-    info = mlflow.transformers.log_model(
-        transformers_model={"model": lm.model, "tokenizer": lm.tokenizer}, task="text-generation", name=model_name,
-        registered_model_name=model_name, pip_requirements=pip_requirements(),
-    )
+    logged = find_logged_model(checkpoint)
+    mv = mlflow.register_model(f"models:/{logged.model_id}", model_name,
+                               tags={**tags, "phi1.model_id": logged.model_id})
     c = client()
-    version = str(info.registered_model_version)
-    for k, v in tags.items():
-        c.set_model_version_tag(model_name, version, k, v)
-    c.set_registered_model_alias(model_name, CHALLENGER, version)
-    return c.get_model_version(model_name, version)
+    c.set_registered_model_alias(model_name, CHALLENGER, mv.version)
+    return c.get_model_version(model_name, str(mv.version))
 
 
 # --------------------------------------------------------------------------- gates
@@ -471,6 +482,6 @@ def rollback_line(decision: Decision) -> str:
 
 __all__ = [
     "Gate", "Decision", "client", "register_version", "evaluate_gates", "contamination_left",
-    "promote", "record", "refusals", "rollback", "gate_table", "verdict_line", "rollback_line", "registry_lock", "lock_path", "pip_requirements",
-    "CHAMPION", "CHALLENGER", "EXPERIMENT_TAG",
+    "promote", "record", "refusals", "rollback", "gate_table", "verdict_line", "rollback_line", "registry_lock", "lock_path", "find_logged_model",
+    "CHAMPION", "CHALLENGER", "EXPERIMENT_TAG", "CHECKPOINT_TAG",
 ]

@@ -5,7 +5,8 @@
     phi1 evaluate run                                   # the DVC stage
 
 Modules: generate (prompts -> samples with any local HF causal LM), execute (samples ->
-verdicts in the sandbox, pass@k), stage (the `evaluate` stage with its MLflow evaluations). The engines it drives (sandbox, benchmarks,
+verdicts in the sandbox, pass@k), timeouts (per-task time limits calibrated from the
+references' CPU time), stage (the `evaluate` stage with its MLflow evaluations). The engines it drives (sandbox, benchmarks,
 generation, solution_loss, passk) are on the ground floor, phi1.engines.
 """
 

@@ -16,6 +16,10 @@ one nested run per checkpoint x benchmark, each an MLflow evaluation
 `phi1.checkpoint` and `phi1.benchmark`: select them in the UI to compare checkpoints
 side by side; each carries the param `sandbox.isolation` (namespaces, or guard where
 `unsafe_guard` allowed it), as does every results row and summary.json (`isolation`).
+Time limits (timeouts.py): calibrated per task from the references' CPU time on this
+machine (cached per machine; `timeout` overrides them); summary.json records only how
+(`time_limits`: mode, floor, factor), the limits themselves go to each evaluation
+(params `time_limits.*`, the artifact `time_limits.json`, the table's `cpu_limit`).
 Nothing is written under `out` or to the metrics file unless every evaluation finished,
 and nothing runs where the sandbox has no namespaces and `unsafe_guard` is false.
 """
@@ -29,6 +33,7 @@ from typing import Optional, Sequence
 from phi1.config import EvaluateConfig
 from phi1.engines import benchmarks
 from phi1.evaluate.execute import Scored, score, write_results
+from phi1.evaluate.timeouts import TimeLimits, resolve
 from phi1.engines.progress import progress_bar
 from phi1.engines.sandbox import open_sandbox
 from phi1.engines.generation import check_model_dir, generate, load_model, write_samples
@@ -46,6 +51,7 @@ def run(cfg: EvaluateConfig, out: str | Path, metrics_path: str | Path) -> dict:
     for ckpt in cfg.checkpoints:
         check_model_dir(ckpt, "evaluate.checkpoints")
     metrics: dict[str, dict] = {}
+    limits: dict[str, TimeLimits] = {}  # per benchmark, shared by the checkpoints
     # The sandbox first: where it refuses to run (no namespaces, no unsafe_guard), nothing is written.
     with open_sandbox(cfg.workers, unsafe_guard=cfg.unsafe_guard, param="evaluate.unsafe_guard") as box, \
             atomic_dir(out, cfg.checkpoints) as tmp, \
@@ -61,15 +67,18 @@ def run(cfg: EvaluateConfig, out: str | Path, metrics_path: str | Path) -> dict:
                         max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed,
                         progress=update,
                     )
+                fit = lm.fit.take()  # prompts cut / max_new_tokens lowered to fit the context
+                if bm not in limits:
+                    limits[bm] = _time_limits(box, bm, tasks, cfg)
                 with progress_bar(len(samples), f"{name} {bm}: execute") as update:
                     scored = score(
                         [{**s, "_task": s["task_id"]} for s in samples], tasks, cfg.k, benchmark=bm,
-                        sandbox=box, timeout=cfg.timeout, memory_bytes=cfg.memory_bytes, progress=update,
+                        sandbox=box, limits=limits[bm], memory_bytes=cfg.memory_bytes, progress=update,
                     )
                 folder = tmp / name / bm
                 write_samples(folder / "samples.jsonl", samples)
                 write_results(folder / "results.jsonl", scored.rows)
-                write_json(folder / "summary.json", {"checkpoint": str(ckpt), **scored.summary})
+                write_json(folder / "summary.json", {"checkpoint": str(ckpt), **scored.summary, **fit})
                 passk = {k: v for k, v in scored.summary.items() if k.startswith("pass@")}
                 metrics.setdefault(name, {})[bm] = {**passk, "n_tasks": scored.summary["n_tasks"]}
                 loss = _solution_loss(lm, bm, cfg) if cfg.solution_loss else None
@@ -77,7 +86,7 @@ def run(cfg: EvaluateConfig, out: str | Path, metrics_path: str | Path) -> dict:
                     metrics[name][bm].update(loss.metrics())
                     write_samples(folder / "solution_loss.jsonl", loss.per_task)  # any rows as JSONL
                 _log_evaluation(mlflow, name, str(ckpt), bm, tasks, scored, cfg.k, loss)
-                mlflow.log_metrics({f"{name}.{bm}.{metric_key(k)}": v for k, v in passk.items()})
+                mlflow.log_metrics({f"{name}.{bm}.{metric_key(k)}": v for k, v in {**passk, **fit}.items()})
                 if loss is not None:
                     mlflow.log_metrics({f"{name}.{bm}.{k}": v for k, v in loss.metrics().items()})
         write_json(metrics_path, metrics)
@@ -89,6 +98,20 @@ def _solution_loss(lm, bm: str, cfg: EvaluateConfig) -> SolutionLoss:
     tasks = benchmarks.load(bm, cfg.mbpp_split, cfg.solution_loss_limit)
     with progress_bar(len(tasks), f"{lm.name} {bm}: solution loss") as update:
         return solution_loss(lm, tasks, batch_size=cfg.batch_size, progress=update)
+
+
+def _time_limits(box, bm: str, tasks, cfg: EvaluateConfig) -> TimeLimits:
+    """The benchmark's time limits (calibrated unless `timeout` is set); a line on stderr
+    says how they were set (they vary per machine: never in the DVC outputs)."""
+    import sys
+
+    got = resolve(tasks, box, cfg.timeout, cfg.timeout_floor, cfg.timeout_factor, memory_bytes=cfg.memory_bytes,
+                  label=bm)
+    if got.mode == "calibrated":
+        r = got.report()
+        print(f"{bm}: calibrated time limits of {r['n_tasks']} tasks: max {r['cpu_limit_max']:g} CPU s "
+              f"({r['measured']} references measured now)\n  cache {r['cache']}", file=sys.stderr, flush=True)
+    return got
 
 
 def per_task_frame(tasks: Sequence[benchmarks.Task], scored: Scored):
@@ -108,6 +131,7 @@ def per_task_frame(tasks: Sequence[benchmarks.Task], scored: Scored):
             "result": first[t["task_id"]]["result"],
             "n_samples": t["n_samples"],
             "n_passed": t["n_passed"],
+            **({"cpu_limit": scored.limits.of(t["task_id"]).cpu} if scored.limits is not None else {}),
         }
         for t in scored.per_task
     ])
@@ -133,6 +157,14 @@ def _log_evaluation(mlflow, name: str, ckpt: str, bm: str, tasks, scored: Scored
     with nested_run(f"{name}/{bm}", tags):
         mlflow.log_params({"checkpoint": ckpt, "benchmark": bm, "n_tasks": len(df),
                            "sandbox.isolation": scored.summary["isolation"]})
+        if scored.limits is not None:  # the per-task limits, the machine and the cache they came from
+            report = scored.limits.report()
+            mlflow.log_params({f"time_limits.{k}": v for k, v in report.items()
+                               if k in ("mode", "timeout", "floor", "factor", "wall_factor", "machine", "cache")})
+            if scored.limits.mode == "calibrated":
+                mlflow.log_metrics({"time_limit_cpu_max": report["cpu_limit_max"],
+                                    "reference_cpu_total": report["reference_cpu_total"]})
+                mlflow.log_dict({**report, "tasks": scored.limits.table()}, "time_limits.json")
         mlflow.models.evaluate(
             data=df, predictions="completion", model_type=None,
             extra_metrics=[_pass_at_k_metric(k) for k in ks if k <= int(df["n_samples"].min())],

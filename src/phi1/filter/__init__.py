@@ -1,4 +1,4 @@
-"""`phi1 filter`: embed, train the quality classifier on the annotations, keep the best files."""
+"""`phi1 filter`: train the quality classifier on the annotations over the `embed` stage's vectors, keep the best files."""
 
 from phi1.filter.stage import run
 

@@ -7,7 +7,9 @@ The paper had GPT-4 rate ~100k files for "educational value for a student whose 
 to learn basic coding concepts", then trained a random forest on a pretrained code
 model's embeddings to predict that rating for every file. Here:
 
-1. embed every file of data/raw (phi1.engines.embed; the annotated files are a subset of it);
+1. read the vector of every file of data/raw from data/embeddings (the `embed` stage,
+   checked row by row against data/raw's ids and texts; the annotated files are a
+   subset), so a new threshold or forest reruns this stage alone, in seconds;
 2. hold out `test_fraction` of the annotations (stratified) and report precision, recall,
    F1 (label 1, at probability 0.5) and ROC-AUC of a forest trained on the rest;
 3. refit the forest on all annotations (the model that is saved and used, as recorded in
@@ -38,6 +40,7 @@ import pyarrow.parquet as pq
 
 from phi1.config import FilterConfig
 from phi1.engines.embed import Embedder, load_embedder
+from phi1.engines.vectors import content_sha256, read_vectors
 from phi1.errors import Phi1Error
 from phi1.io import atomic_file, check_output, outputs, shard_files, write_shards
 
@@ -115,24 +118,37 @@ def _shards(path: Path, what: str) -> list[Path]:
     return files
 
 
-def read_raw_ids(raw: Path) -> list[str]:
+def read_raw_ids(raw: Path) -> tuple[list[str], list[str]]:
+    """(ids, content_sha256 of each text) of data/raw, in shard order."""
     files = _shards(raw, "raw")
     names = pq.read_schema(files[0]).names
     for col in ("id", "content"):
         if col not in names:
             raise Phi1Error(f"raw {raw}: missing column {col!r} (has {', '.join(names)})")
-    return [i for f in files for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()]
+    ids: list[str] = []
+    hashes: list[str] = []
+    for f in files:
+        t = pq.read_table(f, columns=["id", "content"])
+        ids += t.column("id").to_pylist()
+        hashes += [content_sha256(x) for x in t.column("content").to_pylist()]
+    return ids, hashes
 
 
-def embed_dataset(raw: Path, embedder: Embedder, progress: bool = True) -> np.ndarray:
-    """(n_rows, dim) embeddings of every file in raw, in shard order; one shard in memory at a time."""
-    files = _shards(raw, "raw")
-    parts = []
-    for i, f in enumerate(files):
-        texts = pq.read_table(f, columns=["content"]).column("content").to_pylist()
-        desc = f"embed {i + 1}/{len(files)}" if len(files) > 1 else "embed"
-        parts.append(embedder.embed(texts, progress=progress, desc=desc))
-    return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
+def read_features(embeddings: Path, raw: Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+    """(raw ids, float32 (n, dim) vectors in raw order, the embedder spec), after checking
+    that the embeddings are of this data/raw: the same ids and texts, in the same order."""
+    raw_ids, raw_hashes = read_raw_ids(raw)
+    ids, hashes, X, spec = read_vectors(embeddings)
+    if len(ids) != len(raw_ids):
+        raise Phi1Error(
+            f"embeddings {embeddings}: {len(ids)} vectors for {len(raw_ids)} files of {raw}; "
+            "rerun `phi1 embed` on this data/raw"
+        )
+    for r, (a, b, ha, hb) in enumerate(zip(ids, raw_ids, hashes, raw_hashes)):
+        if a != b or ha != hb:
+            what = f"id {a} where {raw} has {b}" if a != b else f"file {b} has another text in {raw}"
+            raise Phi1Error(f"embeddings {embeddings}: row {r}: {what}; rerun `phi1 embed` on this data/raw")
+    return raw_ids, X, spec
 
 
 # --------------------------------------------------------------------------- model
@@ -313,8 +329,8 @@ def _mean(x: np.ndarray) -> float | None:
 
 
 def run(
-    cfg: FilterConfig, raw: Path, annotations: Path, out: Path, model_dir: Path,
-    metrics_path: Path, plots_dir: Path, progress: bool = True,
+    cfg: FilterConfig, raw: Path, annotations: Path, embeddings: Path, out: Path, model_dir: Path,
+    metrics_path: Path, plots_dir: Path,
 ) -> dict[str, Any]:
     """Train, evaluate and apply the quality classifier; return the metrics written."""
     import mlflow
@@ -324,12 +340,12 @@ def run(
     from phi1.tracking import stage_run, tracked_metrics
 
     t0 = time.perf_counter()
-    raw, annotations, out = Path(raw), Path(annotations), Path(out)
+    raw, annotations, embeddings, out = Path(raw), Path(annotations), Path(embeddings), Path(out)
     model_dir, metrics_path, plots_dir = Path(model_dir), Path(metrics_path), Path(plots_dir)
 
     # Every check a user can fail runs before the slow part and before an MLflow run exists.
     ann = read_annotations(annotations)
-    raw_ids = read_raw_ids(raw)
+    raw_ids, X, emb_spec = read_features(embeddings, raw)
     row_of = {i: r for r, i in enumerate(raw_ids)}
     missing = [i for i in ann.ids if i not in row_of]
     if missing:
@@ -337,15 +353,11 @@ def run(
             f"{len(missing)} of {len(ann.ids)} annotation ids are not in {raw} (e.g. {missing[0]}); "
             "rerun annotate on this data/raw"
         )
-    inputs = [raw, annotations]
+    inputs = [raw, annotations, embeddings]
     for path, kind in ((out, "dir"), (model_dir, "dir"), (metrics_path, "file"), (plots_dir / "scores_hist.png", "file")):
         check_output(path, inputs, kind)
-    embedder = load_embedder(cfg.embedding, cfg.max_tokens, cfg.batch_size, dtype=cfg.dtype)
 
     with stage_run("filter", cfg, inputs=inputs), outputs(inputs) as staged:
-        t_embed = time.perf_counter()
-        X = embed_dataset(raw, embedder, progress=progress)
-        embed_s = time.perf_counter() - t_embed
         X_ann = X[[row_of[i] for i in ann.ids]]
 
         metrics: dict[str, Any] = held_out_metrics(cfg, X_ann, ann.labels)
@@ -358,7 +370,7 @@ def run(
         n_kept = write_filtered(raw, staged.dir(out), scores, mask)
         keep = {"rule": rule, rule: getattr(cfg, rule), "score_cutoff": cutoff}
         spec = {
-            **embedder.describe(),
+            **emb_spec,
             "classifier": "sklearn.ensemble.RandomForestClassifier",
             "classifier_file": CLASSIFIER_FILE,
             "positive_class": 1,
@@ -383,11 +395,9 @@ def run(
             mean_score_kept=_mean(scores[mask]),
             mean_score_dropped=_mean(scores[~mask]),
             score_cutoff=cutoff,
-            embedding=cfg.embedding,
-            embedding_dim=embedder.dim,
-            embedding_dtype=embedder.dtype,
-            embed_seconds=round(embed_s, 3),
-            embed_files_per_s=round(len(scores) / embed_s, 2) if embed_s > 0 else None,
+            embedding=emb_spec["embedding"],
+            embedding_dim=emb_spec["dim"],
+            embedding_dtype=emb_spec["dtype"],
             seconds=round(time.perf_counter() - t0, 3),
         )
         metrics[rule] = getattr(cfg, rule)
@@ -395,6 +405,9 @@ def run(
         staged.commit()  # data, model and metrics land together, before MLflow reads them
 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _is_number(v)})
+        # the features' provenance (the `embed` stage's keys), for comparing runs by it
+        mlflow.log_params({"embedding": emb_spec["embedding"], "embedding_max_tokens": emb_spec["max_tokens"],
+                           "embedding_dtype": emb_spec["dtype"]})
         mlflow.log_artifact(str(model_dir / SPEC_FILE), "quality_model")
         mlflow.log_artifact(str(png), "plots")
         mlflow.log_artifact(str(metrics_path), "metrics")

@@ -14,9 +14,12 @@
 - slurm: datatrove's SlurmPipelineExecutor. Its `run()` writes an sbatch script, submits
   a job array and returns at once, so the stage then waits: it polls the completion
   markers datatrove writes (`<logging_dir>/completions/<rank>`) with a progress bar, and
-  fails with the log folders named when the job leaves the queue with tasks unfinished.
-  The logging dir and the pipeline's outputs must be on a filesystem the compute nodes
-  share (`ingest.work_dir`, or the repo itself). Ctrl-C cancels the job (scancel).
+  when the job leaves the queue with tasks unfinished fails naming the job id, the
+  failed ranks, the error line of the first failed task and its Slurm log
+  (`<logging_dir>/slurm_logs/<job>_<rank>.out`). The logging dir and the pipeline's
+  outputs must be on a filesystem the compute nodes share (`ingest.work_dir`, or the
+  repo itself). Ctrl-C cancels the job (scancel). Tested against a real single-node
+  Slurm (tests/slurm_cluster.py, `make slurm`).
 - ray: datatrove's RayPipelineExecutor on the cluster at `ray.address`, or on a local Ray
   instance started (and stopped) here; it runs and waits.
 
@@ -27,6 +30,7 @@ checks completeness and drop counts the same way afterwards (`missing_ranks`,
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -105,7 +109,7 @@ def missing_ranks(logging_dir: Path, tasks: int) -> list[int]:
 def _incomplete_error(executor: str, missing: list[int], tasks: int, logs: Path) -> Phi1Error:
     shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
     return Phi1Error(f"ingest: {len(missing)} of {tasks} {executor} tasks did not complete (ranks {shown}); "
-                     f"see the task logs in {logs / 'logs'}" + (f" and {logs / 'slurm_logs'}" if executor == "slurm" else ""))
+                     f"see the task logs in {logs / 'logs'}")
 
 
 def run_pipeline(cfg: IngestConfig, steps: list, logging_dir: Path) -> None:
@@ -156,6 +160,37 @@ def _job_queued(job_id: str) -> bool:
     return out.returncode == 0 and bool(out.stdout.strip())
 
 
+def slurm_log(logging_dir: Path, job_id: str, rank: int) -> Path:
+    """The Slurm output of one array task (datatrove's `--output=<slurm_logs>/%A_%a.out`;
+    with skip_completed off, array index = rank)."""
+    return logging_dir / "slurm_logs" / f"{job_id}_{rank}.out"
+
+
+def task_error_line(log: Path) -> str | None:
+    """The exception line ending the last Python traceback in a Slurm task log (srun's
+    `-l` rank prefix removed), else the last line mentioning an error, else None."""
+    try:
+        lines = [re.sub(r"^\d+: ", "", ln).rstrip() for ln in log.read_text(errors="replace").splitlines()]
+    except OSError:
+        return None
+    tb = [i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call last):")]
+    if tb:
+        after = [ln for ln in lines[tb[-1] + 1:] if re.fullmatch(r"[A-Za-z_][\w.]*(: .*)?", ln)]  # pkg.Error: msg
+        if after:
+            return after[0]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    return errors[-1].strip() if errors else None
+
+
+def _slurm_job_error(job_id: str, missing: list[int], tasks: int, logging_dir: Path) -> Phi1Error:
+    shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+    log = slurm_log(logging_dir, job_id, missing[0])
+    what = task_error_line(log) or ("the task never started" if not log.exists() else "no error line in its log")
+    others = f" (the other ranks' beside it, {job_id}_<rank>.out)" if len(missing) > 1 else ""
+    return Phi1Error(f"ingest: Slurm job {job_id}: {len(missing)} of {tasks} tasks failed (ranks {shown}); "
+                     f"rank {missing[0]}: {what}; Slurm log: {log}{others}")
+
+
 def _run_slurm(cfg: IngestConfig, steps: list, logging_dir: Path) -> None:
     from phi1.engines.progress import progress_bar
 
@@ -177,7 +212,7 @@ def _run_slurm(cfg: IngestConfig, steps: list, logging_dir: Path) -> None:
                     # Markers are written before a task exits; one last look for a task that just finished.
                     missing = missing_ranks(logging_dir, cfg.tasks)
                     if missing:
-                        raise _incomplete_error("slurm", missing, cfg.tasks, logging_dir)
+                        raise _slurm_job_error(job_id, missing, cfg.tasks, logging_dir)
                     return
                 time.sleep(cfg.slurm.poll_seconds)
     except KeyboardInterrupt:
@@ -204,4 +239,4 @@ def _run_ray(cfg: IngestConfig, steps: list, logging_dir: Path) -> None:
 
 
 __all__ = ["build_executor", "run_pipeline", "preflight", "missing_ranks", "QuietExecutor", "SlurmExecutor", "quiet_datatrove",
-           "slurm_env_command"]
+           "slurm_env_command", "slurm_log", "task_error_line"]

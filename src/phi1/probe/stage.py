@@ -65,16 +65,17 @@ def run(cfg: ProbeConfig, out: str | Path, metrics_path: str | Path) -> dict:
             with progress_bar(len(tasks), f"{name} probes: generate") as update:
                 generated = generate(lm, tasks, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                                      progress=update)
+            fit = lm.fit.take()  # prompts cut / max_new_tokens lowered to fit the context
             samples = [{"probe_id": s["task_id"], "completion": s["completion"]} for s in generated]
             with progress_bar(len(samples), f"{name} probes: execute") as update:
                 scored = score(samples, probes, box, timeout=cfg.timeout, memory_bytes=cfg.memory_bytes,
                                progress=update)
             write_samples(tmp / name / "samples.jsonl", samples)
             write_results(tmp / name / "results.jsonl", scored.rows)
-            write_json(tmp / name / "summary.json", {"checkpoint": str(ckpt), **scored.summary})
+            write_json(tmp / name / "summary.json", {"checkpoint": str(ckpt), **scored.summary, **fit})
             metrics[name] = metrics_of(scored.summary)
             _log_evaluation(mlflow, name, str(ckpt), probes, scored)
-            mlflow.log_metrics({f"{name}.{k}": v for k, v in _flat(scored.summary).items()})
+            mlflow.log_metrics({f"{name}.{k}": v for k, v in {**_flat(scored.summary), **fit}.items()})
         write_json(metrics_path, metrics)
     return metrics
 

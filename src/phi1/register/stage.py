@@ -4,9 +4,14 @@
     dvc repro register
     phi1 promote                                       # on purpose, afterwards: `champion`
 
-Registers `register.checkpoint` (and `base_checkpoint`) with mlflow.transformers as new
-versions of `model_name` (`base_model_name`), each with the alias `challenger` and the
-lineage tags `phi1.engines.model_registry` gates on: git commit, the DVC hash of every output in
+Registers `register.checkpoint` (and `base_checkpoint`) as new versions of `model_name`
+(`base_model_name`) from the model its training run logged (finetune's, pretrain's with
+`log_model: true`; found by the checkpoint folder's content hash, which that run tagged),
+so the weights are stored once in MLflow and each version's run is its training run. A
+checkpoint no run logged is a one-line error before anything is registered (no re-logging
+here: a copy logged by `register` would have no training run behind it). Each version
+gets the alias `challenger` and the lineage tags `phi1.engines.model_registry` gates on:
+git commit, the DVC hash of every output in
 dvc.lock (every dataset and checkpoint upstream), sha256 of params.yaml, the validation
 status, the contamination summary and sweep, the checkpoint's eval and probe metrics
 (pass@k, solution loss). A missing input file (no probe suite yet, say) only leaves its
@@ -121,6 +126,8 @@ def run(
         pairs.append((cfg.base_model_name, cfg.base_checkpoint))
     for _, ckpt in pairs:
         check_model_dir(ckpt, "register")
+    for _, ckpt in pairs:
+        registry.find_logged_model(ckpt)  # every checkpoint's training run logged it, before registering any
     files = [p for p in (params_path, eval_path, probe_path, validation_path, contamination_path)
              if p is not None and Path(p).is_file()]
     out: dict[str, Any] = {}

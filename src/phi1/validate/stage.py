@@ -16,15 +16,28 @@ gate; `warning` and `info` ones are reported but let the data through.
 
 The report folder is replaced atomically, also when a gate fails (that is when it is
 needed): `<name>.json` (the GX validation result), `summary.json` ({name: {success,
-evaluated, failed}}) and `data_docs/index.html`. Failing expectations are printed as a
+evaluated, failed}}), `index.html` and `data_docs/`. Failing expectations are printed as a
 table on stderr.
+
+`index.html` is the page to open: plain HTML, no scripts, no network (GX's own
+`data_docs/index.html` fills its table with jQuery/Bootstrap from CDNs and is blank
+offline). It lists each dataset's suite result with its counts and failing expectations
+and links GX's per-dataset pages, which carry their content as HTML and read offline.
+
+The folder is the same bytes for the same data and suites, so DVC does not rerun what
+depends on it (tokenize) when validate reruns: GX's run time is the fixed `RUN_TIME`, and
+the per-run values GX writes anyway (the batch load time, random ids of the validation
+definition, the expectations and collapsible blocks, a timestamped logo URL) are replaced
+by fixed ones. When a run happened is in MLflow, not here.
 """
 
 from __future__ import annotations
 
 import ast
+import html
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +52,13 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 DOCS_SITE = "phi1"
 """Name of the Data Docs site configured in the GX context."""
+
+RUN_NAME = "phi1"
+RUN_TIME = "1970-01-01T00:00:00+00:00"
+"""The GX run identifier of every validation: fixed, so results and Data Docs (whose
+folder names carry it) do not change from run to run."""
+LOAD_TIME = "19700101T000000.000000Z"
+"""Stands for GX's `ge_load_time` (the wall-clock time the batch was read)."""
 
 
 def _parses(content: Any) -> bool:
@@ -243,8 +263,14 @@ def validate(
     suites = {n: load_suite(suite_path(expectations_dir, n), n) for n in datasets}
     params = suite_parameters(suites, expectations_dir, filter_metrics)
 
+    import datetime
+
+    from great_expectations.core.run_identifier import RunIdentifier
+
     ctx = _context(docs_dir)
     source = ctx.data_sources.add_pandas("phi1")
+    run_id = RunIdentifier(run_name=RUN_NAME, run_time=datetime.datetime.fromisoformat(RUN_TIME))
+    volatile: dict[str, str] = {}
     results: list[DatasetResult] = []
     with progress_bar(len(datasets), "validate") as update:
         for done, (name, path) in enumerate(datasets.items()):
@@ -253,12 +279,62 @@ def validate(
             df = load_frame(name, path, referenced_columns(suite))
             batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
             vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-            res = vd.run(batch_parameters={"dataframe": df}, expectation_parameters=params, result_format=result_format)
-            results.append(summarise(name, path, res.to_json_dict()))
+            res = vd.run(batch_parameters={"dataframe": df}, expectation_parameters=params, result_format=result_format,
+                         run_id=run_id)
+            result = res.to_json_dict()
+            volatile.update(steady_meta(name, result))
+            results.append(summarise(name, path, result))
             del df
     if docs_dir is not None:
         ctx.build_data_docs(site_names=[DOCS_SITE])
+        steady_docs(Path(docs_dir), volatile)
     return results
+
+
+def steady_meta(name: str, result: dict[str, Any]) -> dict[str, str]:
+    """Replace the per-run values of a GX result (batch load time, the random ids of the
+    validation definition and of each expectation) by fixed ones, in place; return
+    {old: new} for the Data Docs."""
+    import uuid
+
+    meta = result.get("meta") or {}
+    changed: dict[str, str] = {}
+    markers = meta.get("batch_markers")
+    if isinstance(markers, dict) and isinstance(markers.get("ge_load_time"), str):
+        changed[markers["ge_load_time"]] = LOAD_TIME
+        markers["ge_load_time"] = LOAD_TIME
+    if isinstance(meta.get("validation_id"), str):
+        steady = str(uuid.uuid5(uuid.NAMESPACE_URL, f"phi1/validate/{name}"))
+        changed[meta["validation_id"]] = steady
+        meta["validation_id"] = steady
+    # the store gives every expectation a random id when the suite is added
+    for i, r in enumerate(result.get("results") or []):
+        cfg = r.get("expectation_config") if isinstance(r, dict) else None
+        if isinstance(cfg, dict) and isinstance(cfg.get("id"), str):
+            steady = str(uuid.uuid5(uuid.NAMESPACE_URL, f"phi1/validate/{name}/{i}"))
+            changed[cfg["id"]] = steady
+            cfg["id"] = steady
+    return changed
+
+
+_GX_LOGO = re.compile(r"https://great-expectations-web-assets\.s3[^\"']*/logo-long\.png\?d=[0-9T.Z]+")
+_GX_COLLAPSE = re.compile(r"-collapse-body-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+
+
+def steady_docs(docs_dir: Path, volatile: dict[str, str]) -> None:
+    """Make GX's Data Docs pages the same bytes on every run: the `volatile` strings (see
+    `steady_meta`) become their fixed values, the random ids of collapsible blocks are
+    numbered, and the logo GX fetches from S3 with the render time in its URL becomes the
+    copy under static/images."""
+    for page in sorted(Path(docs_dir).rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        for old, new in volatile.items():
+            text = text.replace(old, new)
+        logo = os.path.relpath(Path(docs_dir) / "static/images/logo-long.png", page.parent)
+        text = _GX_LOGO.sub(Path(logo).as_posix(), text)
+        numbers: dict[str, str] = {}  # a random id per collapsible block: numbered in page order
+        text = _GX_COLLAPSE.sub(lambda m: "-collapse-body-" + numbers.setdefault(m[1], str(len(numbers) + 1)), text)
+        page.write_text(text, encoding="utf-8")
 
 
 def summarise(name: str, path: Path, result: dict[str, Any]) -> DatasetResult:
@@ -357,6 +433,65 @@ def write_report(results: list[DatasetResult], out_dir: Path) -> None:
     for r in results:
         write_json(Path(out_dir) / f"{r.name}.json", r.result)
     write_json(Path(out_dir) / "summary.json", summary(results))
+    write_index(results, out_dir)
+
+
+def _cell(v: Any) -> str:
+    return f"<td>{html.escape('-' if v is None else str(v))}</td>"
+
+
+def write_index(results: list[DatasetResult], out_dir: Path) -> None:
+    """`out_dir/index.html`: each dataset's suite result with its counts, its failing
+    expectations, and links to GX's per-dataset pages under data_docs/ when they exist.
+    Plain HTML (no scripts, no network) and no timestamps: it opens offline and is the same
+    bytes for the same results."""
+    out_dir = Path(out_dir)
+    docs = out_dir / "data_docs"
+    rows, failing = [], []
+    for r in results:
+        stats = r.result.get("statistics") or {}
+        critical = sum(1 for f in r.failures if f.severity == "critical")
+        links = []
+        for label, pages in (("validation result", sorted((docs / "validations" / r.name).rglob("*.html"))),
+                             ("suite", [p for p in [docs / "expectations" / f"{r.name}.html"] if p.is_file()])):
+            if pages:
+                links.append(f'<a href="{html.escape(pages[0].relative_to(out_dir).as_posix())}">{label}</a>')
+        rows.append(
+            f'<tr class="{"pass" if r.success else "fail"}"><td>{html.escape(r.name)}</td>'
+            f"<td>{'passed' if r.success else 'FAILED'}</td>"
+            + _cell(r.evaluated) + _cell(stats.get("successful_expectations"))
+            + _cell(len(r.failures)) + _cell(critical) + _cell(r.path.as_posix())
+            + f"<td>{' &middot; '.join(links) or '-'}</td></tr>")
+        for f in r.failures:
+            failing.append("<tr>" + "".join(_cell(v) for v in (r.name, f.expectation, f.column, f.observed, f.severity))
+                           + "</tr>")
+    ok = all(r.success for r in results)
+    verdict = (f"All {len(results)} suites passed." if ok else
+               f"{sum(not r.success for r in results)} of {len(results)} suites FAILED: nothing trains on this data.")
+    failing_html = ("<h2>Failing expectations</h2><table><tr><th>dataset</th><th>expectation</th><th>column</th>"
+                    "<th>observed</th><th>severity</th></tr>" + "".join(failing) + "</table>") if failing else \
+        "<p>No expectation failed.</p>"
+    docs_note = ("<p class=\"src\">The links open Great Expectations' own pages for each dataset (they read "
+                 "offline, unstyled). Its index, data_docs/index.html, needs scripts from CDNs and is blank "
+                 "offline; this page stands in for it.</p>") if docs.is_dir() else \
+        "<p class=\"src\">Data Docs were not built (validate.data_docs: false).</p>"
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>phi1 data validation</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;font-size:small}} td,th{{border:1px solid #ddd;padding:2px 6px;text-align:left}}
+tr.fail td{{background:#fde8e8}} .src{{font-size:small;color:#666}}</style>
+</head><body><h1>phi1 data validation (Great Expectations)</h1>
+<p>{html.escape(verdict)}</p>
+<table><tr><th>dataset</th><th>suite</th><th>expectations</th><th>successful</th><th>failed</th>
+<th>critical</th><th>data</th><th>pages</th></tr>
+{chr(10).join(rows)}
+</table>
+{failing_html}
+{docs_note}
+<p class="src">From summary.json and &lt;dataset&gt;.json in this folder (phi1 validate).</p>
+</body></html>
+"""
+    (out_dir / "index.html").write_text(page, encoding="utf-8")
 
 
 def print_report(results: list[DatasetResult], console, out: Path | None = None) -> None:
@@ -389,8 +524,8 @@ def print_report(results: list[DatasetResult], console, out: Path | None = None)
         console.print(table)
     if out is not None:
         console.print(f"report: {out / 'summary.json'}")
-        if (out / "data_docs" / "index.html").is_file():
-            console.print(f"Data Docs: {out / 'data_docs' / 'index.html'}")
+        if (out / "index.html").is_file():
+            console.print(f"results page (offline): {out / 'index.html'}")
 
 
 def resolve_datasets(items: list[str], known: dict[str, str]) -> dict[str, Path]:

@@ -63,7 +63,7 @@ def test_tracking_server_going_away_mid_run_does_not_stop_training(workdir, toke
         while proc.poll() is None and time.monotonic() < deadline:
             runs = remote.search_runs([remote.get_experiment_by_name("phi1-test").experiment_id],
                                       filter_string=f"tags.`phi1.stage` = 'pretrain' and attributes.start_time > {started_ms}")
-            if runs and remote.get_metric_history(runs[0].info.run_id, "loss"):
+            if runs and remote.get_metric_history(runs[0].info.run_id, "pretrain/loss"):
                 break
             time.sleep(0.2)
         server.kill()
@@ -79,5 +79,5 @@ def test_tracking_server_going_away_mid_run_does_not_stop_training(workdir, toke
         [client.get_experiment_by_name("phi1-test").experiment_id],
         filter_string=f"tags.`phi1.stage` = 'pretrain' and attributes.start_time > {started_ms}",
     )
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "pretrain/loss")]
     assert 1 <= len(steps) < 30 and steps == sorted(steps)

@@ -22,8 +22,8 @@ normally and its process then wrote back a random nonce that the worker generate
 the fork and sent through a pipe read only after the code returned: `sys.exit(0)`,
 `os._exit(0)`, `raise SystemExit`, a signal or printing "passed" leave no nonce, so they
 fail. Verdicts: passed, failed (an exception, or an exit before the end), timeout (wall
-clock, or the CPU-time limit), killed (a signal, or the sandbox itself failed; a dead
-worker is replaced).
+clock, or the CPU-time limit: `cpu_timeout`, default int(timeout) + 2 s), killed (a
+signal, or the sandbox itself failed; a dead worker is replaced).
 
 Fail closed. By default (`isolation="namespaces"`) programs run only under namespace
 isolation (Linux as root, or with unprivileged user namespaces): where the OS allows no

@@ -44,6 +44,8 @@ class ExecutionResult:
     """Why it did not pass: the exception (with the program line), the timeout, the signal."""
     duration: float = 0.0
     """Wall-clock seconds the program ran."""
+    cpu: float = 0.0
+    """CPU seconds (user + system) the program's process and its reaped children used."""
 
     @property
     def passed(self) -> bool:
@@ -219,15 +221,20 @@ class Sandbox:
         max_processes: int = 16,
         max_open_files: int = 64,
         progress: Optional[Callable[[int], None]] = None,
+        cpu_timeout: Optional[float] = None,
     ) -> list[ExecutionResult]:
         """Run every program (in parallel, across the workers); results in input order.
 
-        `progress(n)` is called with the number of programs finished so far."""
-        if timeout <= 0 or memory_bytes <= 0:
-            raise ValueError("timeout and memory_bytes must be positive")
+        `timeout` is wall-clock seconds; `cpu_timeout` CPU seconds (default int(timeout) + 2):
+        a program over either is a timeout. `progress(n)` is called with the number of
+        programs finished so far."""
+        if timeout <= 0 or memory_bytes <= 0 or (cpu_timeout is not None and cpu_timeout <= 0):
+            raise ValueError("timeout, cpu_timeout and memory_bytes must be positive")
         limits = dict(timeout=float(timeout), memory_bytes=int(memory_bytes),
                       file_bytes=int(file_bytes), tmp_bytes=int(tmp_bytes),
                       max_processes=int(max_processes), max_open_files=int(max_open_files))
+        if cpu_timeout is not None:
+            limits["cpu_timeout"] = float(cpu_timeout)
         results: list[Optional[ExecutionResult]] = [None] * len(programs)
         todo = iter(range(len(programs)))
         done = [0]
@@ -254,7 +261,8 @@ class Sandbox:
                     for j in inflight:
                         self._send(slot, programs[j], limits)
                 else:
-                    results[i] = ExecutionResult(out["status"], out.get("error", ""), out.get("duration", 0.0))
+                    results[i] = ExecutionResult(out["status"], out.get("error", ""), out.get("duration", 0.0),
+                                                 out.get("cpu", 0.0))
                 with take:
                     done[0] += 1
                     if progress is not None:

@@ -9,7 +9,8 @@ so it imports nothing but the standard library. The caller imports from it only
 message (`pack_message`: the JSON body's length, then the body). Its first message is a
 hello: {"isolation", "detail"}, or {"error", "unavailable"} when it cannot start. A job
 is {"program", "timeout", "memory_bytes", "file_bytes", "tmp_bytes", "max_processes",
-"max_open_files"}; its result is {"status", "error", "duration"}, status one of
+"max_open_files"} and optionally "cpu_timeout" (CPU seconds; default int(timeout) + 2);
+its result is {"status", "error", "duration", "cpu"} (wall and CPU seconds), status one of
 STATUSES. EOF on stdin ends the worker. What the sandbox covers and what it does not:
 the docstring of the package (`__init__.py`).
 
@@ -366,13 +367,17 @@ def _run_job(job: dict, ctx: _Ctx) -> dict:
     except BlockingIOError:
         msg = b""
     os.close(res_r)
-    cpu_limit = _cpu_limit(job["timeout"])
-    out = {"duration": round(duration, 4)}
+    cpu_limit = _cpu_limit(job)
+    cpu = usage.ru_utime + usage.ru_stime
+    out = {"duration": round(duration, 4), "cpu": round(cpu, 4)}
     if timed_out:
         return {**out, "status": "timeout", "error": f"timed out after {job['timeout']:g} s"}
+    cpu_allowed = job["cpu_timeout"] if job.get("cpu_timeout") is not None else cpu_limit
+    if cpu > cpu_allowed:  # ended, but over a fractional limit (RLIMIT_CPU counts whole seconds)
+        return {**out, "status": "timeout", "error": f"CPU time limit ({cpu_allowed:g} s) exceeded"}
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        if sig == signal.SIGXCPU or usage.ru_utime + usage.ru_stime >= cpu_limit:
+        if sig == signal.SIGXCPU or cpu >= cpu_limit:
             return {**out, "status": "timeout", "error": f"CPU time limit ({cpu_limit} s) exceeded"}
         return {**out, "status": "killed", "error": f"killed by {signal.Signals(sig).name}"}
     code = os.WEXITSTATUS(status)
@@ -430,8 +435,13 @@ def _kill_orphans() -> None:
         time.sleep(0.001)
 
 
-def _cpu_limit(timeout: float) -> int:
-    return int(timeout) + 2
+def _cpu_limit(job: dict) -> int:
+    """RLIMIT_CPU of a job (whole seconds): its `cpu_timeout` rounded up, else int(timeout) + 2."""
+    if job.get("cpu_timeout") is not None:
+        import math
+
+        return max(1, math.ceil(job["cpu_timeout"]))
+    return int(job["timeout"]) + 2
 
 
 def _wait_exit(pid: int, timeout: float) -> bool:
@@ -494,13 +504,16 @@ def _child(job: dict, ctx: _Ctx, workdir: str, uid: Optional[int], nonce_r: int,
         os.chdir(workdir)
         for res, value in (
             (resource.RLIMIT_AS, job["memory_bytes"]),
-            (resource.RLIMIT_CPU, _cpu_limit(job["timeout"])),
             (resource.RLIMIT_FSIZE, job["file_bytes"]),
             (resource.RLIMIT_NPROC, job["max_processes"]),
             (resource.RLIMIT_NOFILE, job["max_open_files"]),
             (resource.RLIMIT_CORE, 0),
         ):
             resource.setrlimit(res, (value, value))
+        # CPU: SIGXCPU at the limit, SIGKILL a second later if the program ignores it. The
+        # kernel checks its tick-sampled CPU time, which can run a few % ahead of what wait4
+        # reports, so a kill at the limit is told apart by SIGXCPU, not by the usage.
+        resource.setrlimit(resource.RLIMIT_CPU, (_cpu_limit(job), _cpu_limit(job) + 1))
         if uid is not None:
             os.setgroups([])
             os.setresgid(uid, uid, uid)

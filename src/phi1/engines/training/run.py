@@ -27,12 +27,94 @@ from phi1.engines.training.model_shapes import resolve_attention
 from phi1.engines.training.track import RunLog
 
 
+CHECKPOINT_TAG = "phi1.checkpoint.md5"
+"""Tag of the logged model (and its training run) holding `phi1.tracking.content_hash` of
+the checkpoint folder it was saved with: how `register` finds the model a training run
+logged for a checkpoint (phi1.engines.model_registry.CHECKPOINT_TAG reads the same tag)."""
+MODEL_ID_TAG = "phi1.model_id"
+"""Tag of the training run: the id of the logged model it produced."""
+SERVING_PACKAGES = ("torch", "transformers", "accelerate", "safetensors", "tokenizers")
+
+
 def pip_requirements() -> list[str]:
-    """Pinned requirements of a logged model. Explicit because MLflow's inference of them
-    for a transformers model asks for torchvision, which serving does not need."""
+    """Pinned requirements of a logged model: explicit because MLflow's inference of them for
+    a transformers model asks for torchvision, which generating text does not need; each
+    without its local version tag (`torch==2.13.0`, not `2.13.0+cpu`), which names a build
+    of one package index and makes the model uninstallable elsewhere. pip then installs the
+    host's default build of torch (CUDA on Linux from PyPI); README "Serving" tells how to
+    pick the CPU or a GPU build."""
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("torch", "transformers", "accelerate", "safetensors", "tokenizers")]
+    return [f"{p}=={version(p).split('+')[0]}" for p in SERVING_PACKAGES]
+
+
+def context_of(model) -> int:
+    """The longest sequence (prompt + completion) the model was built for."""
+    cfg = model.config
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        if isinstance(getattr(cfg, key, None), int):
+            return getattr(cfg, key)
+    raise Phi1Error(f"{type(cfg).__name__} names no context length (max_position_embeddings)")
+
+
+def serving_defaults(model, tokenizer) -> int:
+    """Bound generation to the model's context and make it greedy by default, in what
+    `save_pretrained` writes: generation_config.json gets `max_length` = the context and
+    `do_sample` false, tokenizer_config.json `model_max_length` = the context (which the
+    text-generation pipeline's left truncation, `handle_long_generation="hole"`, keeps to).
+    Returns the context."""
+    ctx = context_of(model)
+    gen = model.generation_config
+    gen.max_length, gen.do_sample = ctx, False
+    for key in ("temperature", "top_p", "top_k"):  # sampling settings of a greedy default: none
+        setattr(gen, key, None)
+    tokenizer.model_max_length = ctx
+    return ctx
+
+
+def serving_signature(ctx: int):
+    """text in, text out, and the `params` a request may pass (`max_new_tokens`,
+    `temperature`, `do_sample`; greedy by default): MLflow drops params a signature lacks."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec(DataType.string)]), outputs=Schema([ColSpec(DataType.string)]),
+        params=ParamSchema([
+            ParamSpec("max_new_tokens", DataType.long, default_max_new_tokens(ctx)),
+            ParamSpec("temperature", DataType.double, 1.0),  # read only when do_sample is true
+            ParamSpec("do_sample", DataType.boolean, False),
+        ]))
+
+
+def default_max_new_tokens(ctx: int) -> int:
+    """What a serving request generates when it names no max_new_tokens: 128, at most half
+    the context (the prompt keeps the other half)."""
+    return max(1, min(128, ctx // 2))
+
+
+def log_trained_model(out: Path, net, tokenizer, stage: str) -> str:
+    """Log the exported checkpoint `out` (`net` and `tokenizer`, as saved there) into the
+    active MLflow run as a text-generation model, tagged with the folder's content hash so
+    `register` registers this logged model instead of storing the checkpoint again; the run
+    gets the hash and the logged model's id as tags. Returns the model id."""
+    import mlflow
+
+    from phi1.tracking import content_hash
+
+    md5 = content_hash(out)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    ctx = serving_defaults(net, tokenizer)
+    info = mlflow.transformers.log_model(
+        transformers_model={"model": net, "tokenizer": tokenizer}, name="model", task="text-generation",
+        signature=serving_signature(ctx), pip_requirements=pip_requirements(),
+        # the completion only, the prompt cut from the left when it and max_new_tokens exceed the context
+        model_config={"return_full_text": False, "handle_long_generation": "hole"},
+        tags={CHECKPOINT_TAG: md5, "phi1.checkpoint.path": str(out), "phi1.stage": stage},
+    )
+    mlflow.set_tags({CHECKPOINT_TAG: md5, MODEL_ID_TAG: info.model_id})
+    return info.model_id
 
 
 @contextlib.contextmanager
@@ -94,7 +176,7 @@ def run_training(
     main = accelerator.is_main_process
     attention = resolve_attention(cfg.attention)
     with mlflow_run(stage, cfg, lineage, main, cfg.log_system_metrics) as run:
-        log = RunLog(state_dir, run_id=run.info.run_id if run else None, enabled=main)
+        log = RunLog(state_dir, run_id=run.info.run_id if run else None, enabled=main, headline=stage)
         set_seed(cfg.seed)  # the initial weights (pretrain) and dropout depend on it
         model = build_model(attention)
         log.call("log params", mlflow.log_params, {
@@ -131,6 +213,7 @@ def _finish(stage, cfg, net, tokenizer, result: LoopResult, log: RunLog, out: Pa
     with outputs(lineage) as staged:  # checkpoint, loss curves and metrics land together
         tmp = staged.dir(out)
         net.config.use_cache = True
+        serving_defaults(net, tokenizer)  # generation_config.json: greedy, within the context
         net.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         tmp = staged.dir(plots_dir)
@@ -145,10 +228,8 @@ def _finish(stage, cfg, net, tokenizer, result: LoopResult, log: RunLog, out: Pa
     if result.resumed_from is not None:
         log.call("set tag", mlflow.set_tag, "phi1.resumed_from_step", str(result.resumed_from))
     log.call("log plots", log_folder, plots_dir, "plots")
-    if cfg.log_model:
-        log.call("log model", mlflow.transformers.log_model,
-                 transformers_model={"model": net, "tokenizer": tokenizer}, name="model",
-                 task="text-generation", pip_requirements=pip_requirements())
+    if cfg.log_model:  # the model `register` registers: stored once, its source run this one
+        log.call("log model", log_trained_model, out, net, tokenizer, stage)
     return metrics
 
 

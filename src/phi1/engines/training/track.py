@@ -35,10 +35,14 @@ SERIES_COLUMNS = {
 
 
 class RunLog:
-    def __init__(self, folder: str | Path, run_id: str | None = None, enabled: bool = True):
+    def __init__(self, folder: str | Path, run_id: str | None = None, enabled: bool = True,
+                 headline: str | None = None):
         """`run_id`: the MLflow run to log to (None: CSV only). `enabled=False` (non-main
-        processes) makes every method a no-op."""
+        processes) makes every method a no-op. `headline`: the stage whose loss curve this
+        is; its `phi1.tracking.HEADLINE_SERIES` go to MLflow as `<stage>/loss`, the first
+        chart of the run in the MLflow UI (`phi1.tracking.headline_key`)."""
         self.folder = Path(folder)
+        self.headline = headline
         self.enabled = enabled
         self.run_id = run_id
         self.mlflow_alive = run_id is not None and enabled
@@ -76,7 +80,10 @@ class RunLog:
         with open(self.csv_path(series), "a", newline="") as fh:
             csv.DictWriter(fh, cols).writerow(row)
         if self.mlflow_alive:
-            metrics = {k: float(v) for k, v in values.items() if v is not None}
+            from phi1.tracking import HEADLINE_SERIES, headline_key
+
+            metrics = {headline_key(self.headline, k) if self.headline and k in HEADLINE_SERIES else k: float(v)
+                       for k, v in values.items() if v is not None}
             self._queue.put((metrics, step, int(time.time() * 1000)))
 
     def _worker(self) -> None:
