@@ -254,10 +254,13 @@ def test_shrunken_ablation_through_the_command(tmp_path, small_corpus, monkeypat
     # MLflow: one experiment (in the repo's store, not a temp copy's), runs tagged by variant
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo.root}/mlflow.db")
     exp = client.get_experiment_by_name("phi1-ablation")
-    assert exp.artifact_location == (repo.root / "mlruns").as_uri()
+    data = client.get_experiment_by_name("phi1-ablation-data")  # the data stages' runs (DATA_STAGES)
+    assert exp.artifact_location == data.artifact_location == (repo.root / "mlruns").as_uri()
+    both = [exp.experiment_id, data.experiment_id]
     for variant in ("unfiltered", "filtered"):
-        runs = client.search_runs([exp.experiment_id], f"tags.`phi1.variant` = '{variant}'")
+        runs = client.search_runs(both, f"tags.`phi1.variant` = '{variant}'")
         assert {r.data.tags["phi1.stage"] for r in runs} >= {"tokenize", "pretrain", "finetune", "evaluate"}
+        assert {r.info.experiment_id for r in runs if r.data.tags["phi1.stage"] == "tokenize"} == {data.experiment_id}
     summary = client.search_runs([exp.experiment_id], "tags.`phi1.stage` = 'ablate'")
     assert len(summary) == 1
     assert summary[0].data.metrics["filtered.base.humaneval_solution_loss"] == pytest.approx(base["filtered"])
@@ -299,7 +302,7 @@ def test_shrunken_ablation_through_the_command(tmp_path, small_corpus, monkeypat
                      "--jobs", "2", "--poll", "3", "--timeout", "600", "--out", "reports/seeds")
     assert "filtered-seed8: success" in seeded.stderr
     # no stage of filtered-seed7 ran (each would have logged a run tagged with its seed)
-    assert not client.search_runs([exp.experiment_id], "tags.`phi1.seed` = '7'")
+    assert not client.search_runs(both, "tags.`phi1.seed` = '7'")
     assert "mean +- sd over seeds" in seeded.stdout and "finetune effect, filtered, " in seeded.stdout
     got = json.loads((repo.root / "reports/seeds/results.json").read_text())
     assert sorted((r["variant"], r["seed"], r["checkpoint"]) for r in got["rows"]) == [
@@ -313,7 +316,7 @@ def test_shrunken_ablation_through_the_command(tmp_path, small_corpus, monkeypat
     shown = json.loads(repo.sh("dvc", "exp", "show", "--json", "-n", "2").stdout)
     names = {e["name"] for b in shown for e in b.get("experiments") or []}
     assert {"unfiltered", "filtered", "filtered-seed7", "filtered-seed8"} <= names
-    runs = client.search_runs([exp.experiment_id], "tags.`phi1.seed` = '8'")
+    runs = client.search_runs(both, "tags.`phi1.seed` = '8'")
     assert runs and {r.data.tags["phi1.variant"] for r in runs} == {"filtered"}
     last = client.search_runs([exp.experiment_id], "tags.`phi1.stage` = 'ablate'", order_by=["attributes.start_time DESC"])[0]
     assert "filtered.base.sd.humaneval_solution_nats_per_char" in last.data.metrics
@@ -339,3 +342,28 @@ def test_ablate_names_a_folder_that_is_not_a_dvc_repo(tmp_path):
                           capture_output=True, text=True, env=tool_env())
     assert done.returncode == 2
     assert "is not a DVC repository" in done.stderr
+
+
+def test_probe_solution_loss_and_its_emergence_interval_reach_the_rows_stats_and_figure():
+    """With `--target evaluate,probe` each exp's metrics/probe.json gives the probe
+    solution loss per checkpoint and, on the finetuned row, finetuned - base paired by
+    probe with its t interval; the finetune effect and the figure's fourth panel use them."""
+    exp = _exp("filtered", "success", 2.0, 300)
+    exp["revs"][0]["data"]["metrics"]["metrics/probe.json"] = {"data": {
+        "base": {"solution_loss": 1.30}, "phi1": {"solution_loss": 1.25},
+        "emergence": {"base": "base", "finetuned": "phi1",
+                      "solution_loss_delta": {"mean": -0.05, "n": 25, "ci95": {"low": -0.08, "high": -0.02}}}}}
+    rows = collect([{"rev": "HEAD", "experiments": [exp]}], ["filtered"])
+    assert [r["probe_solution_nats_per_char"] for r in rows] == [1.30, 1.25]
+    assert rows[0]["probe_emergence_delta"] is None
+    assert (rows[1]["probe_emergence_delta"], rows[1]["probe_emergence_ci95_low"],
+            rows[1]["probe_emergence_ci95_high"]) == (-0.05, -0.08, -0.02)
+    eff = {e["metric"]: e for e in statistics(rows)["finetune_effect"]}
+    assert eff["probe_solution_nats_per_char"]["mean"] == pytest.approx(-0.05)
+    assert "HE loss/char" in [c.header for c in table(rows).columns]
+    assert "probe ft-base" in [c.header for c in table(rows).columns]
+    assert figure(rows)[:8] == PNG
+    # exps without the probe stage: no probe columns in the terminal table
+    plain = collect([{"rev": "HEAD", "experiments": [_exp("filtered", "success", 2.0, 300)]}], ["filtered"])
+    assert plain[1]["probe_solution_nats_per_char"] is None
+    assert "probe loss/char" not in [c.header for c in table(plain).columns]

@@ -78,7 +78,7 @@ def test_a_group_is_written_once(group):
         ("annotate.concurrency=0", "annotate.concurrency must be >= 1"),
         ("synthesize.max_retries=-1", "synthesize.max_retries must be >= 0"),
         ("synthesize.timeout=0", "synthesize.timeout must be > 0"),
-        ("embed.embedding=bert", "embed.embedding must be 'minilm' or 'hf:<dir>'"),
+        ("embed.embedding=bert", "embed.embedding must be 'minilm', 'hf:<dir>', 'model2vec' or 'model2vec:<dir>'"),
         ("synthesize.batch_size=0", "synthesize.max_tokens and synthesize.batch_size must be >= 1"),
         ("decontaminate.max_tokens=0", "decontaminate.max_tokens and decontaminate.batch_size must be >= 1"),
         ("annotate.timeout=fast", "annotate.timeout: expected a number"),

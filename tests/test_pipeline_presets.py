@@ -22,7 +22,9 @@ from phi1.pipeline_presets import changes, deep_merge, exp_args, list_presets, m
 from tests.conftest import REPO
 
 PRESETS = REPO / "pipelines"
-NAMES = ["phi-1", "phi-1-small"]
+PYVER = f"python{sys.version_info.major}.{sys.version_info.minor}"
+NAMES = ["phi-1", "phi-1-small"]  # the paper's scale
+DATA_PRESETS = ["site-packages"]  # another corpus for the default model
 
 
 @pytest.fixture
@@ -34,11 +36,11 @@ def params(tmp_path) -> Path:
 
 
 def test_presets_are_listed_with_their_titles():
-    assert list_presets(PRESETS) == NAMES
+    assert list_presets(PRESETS) == sorted(NAMES + DATA_PRESETS)
     out = CliRunner().invoke(app, ["preset", "list", "--presets", str(PRESETS)])
     assert out.exit_code == 0
     lines = dict(line.split("\t") for line in out.output.splitlines())
-    assert set(lines) == set(NAMES) and all(lines.values())
+    assert set(lines) == set(NAMES + DATA_PRESETS) and all(lines.values())
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -129,7 +131,7 @@ def test_a_bad_preset_leaves_params_untouched(tmp_path, params, preset, message)
 def test_unknown_preset_names_the_known_ones(params):
     out = CliRunner().invoke(app, ["preset", "use", "phi-2", "-p", str(params), "--presets", str(PRESETS)])
     assert out.exit_code == 2
-    assert out.output == "error: unknown preset 'phi-2'; known: phi-1, phi-1-small\n"
+    assert out.output == "error: unknown preset 'phi-2'; known: phi-1, phi-1-small, site-packages\n"
     with pytest.raises(Phi1Error):
         exp_args("phi-2", params, PRESETS)
 
@@ -233,3 +235,23 @@ def test_fsdp_wraps_the_phi_decoder_layer_class():
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(build_config("tiny", 512, 64))
     assert {type(layer).__name__ for layer in model.model.layers} == {env["FSDP_TRANSFORMER_CLS_TO_WRAP"]}
+
+
+def test_site_packages_preset_ingests_the_venv_under_a_licence_allow_list(params):
+    """Only ingest changes; its source is this project's .venv, which the source kind
+    resolves to its site-packages; every allow-list entry is a licence id it knows."""
+    from phi1.ingest.licences import allow_list
+    from phi1.ingest.sources import site_dirs
+
+    assert set(read_preset("site-packages", PRESETS)) == {"ingest"}
+    full = merged("site-packages", params, PRESETS)
+    assert load_stage_config("ingest", _write(params.parent / "sp.yaml", full)) is not None
+    ing = full["ingest"]
+    (src,) = ing["sources"]
+    assert src["kind"] == "site-packages" and src["paths"] == [".venv"]
+    found = {os.path.realpath(d) for d in site_dirs("venv", str(REPO / ".venv"))}  # lib and lib64 -> lib
+    assert found == {os.path.realpath(REPO / ".venv" / "lib" / PYVER / "site-packages")}
+    allowed = allow_list(ing["licences"])
+    assert {"mit", "apache-2.0", "bsd-3-clause", "licenseref-bsd", "psf-2.0"} <= allowed
+    assert not allowed & {"gpl-3.0-only", "lgpl-3.0-only", "mpl-2.0", "unknown"}
+    assert full["pretrain"]["preset"] == "tiny" and ing["executor"] == "local" and ing["tasks"] == 2

@@ -55,7 +55,7 @@ def _inputs_for_register(corpus: Path) -> None:
         "sweep": [{"tau": 0.95, "removed": {"exercises": 0}}, {"tau": 0.8, "removed": {"exercises": 1}}]}))
 
 
-@pytest.mark.slow
+@pytest.mark.cluster  # a real MLflow server through a whole pipeline (make test-cluster)
 def test_pipeline_tracks_and_registers_through_a_remote_server(workdir, tokenized, small_corpus, monkeypatch,
                                                                tmp_path_factory):
     server_dir = tmp_path_factory.mktemp("server")
@@ -83,9 +83,11 @@ def test_pipeline_tracks_and_registers_through_a_remote_server(workdir, tokenize
 
         client = mlflow.MlflowClient(tracking_uri=server.url)
         exp = client.get_experiment_by_name("phi1-test")
+        data = client.get_experiment_by_name("phi1-test-data")  # validate's and register's runs
         # Created by the server, so artifacts go through it (proxied), not to a client path.
         assert exp.artifact_location.startswith("mlflow-artifacts:/")
-        every = client.search_runs([exp.experiment_id])
+        assert data.artifact_location.startswith("mlflow-artifacts:/")
+        every = client.search_runs([exp.experiment_id, data.experiment_id])
         runs = {r.data.tags["phi1.stage"]: r for r in every if "mlflow.parentRunId" not in r.data.tags}
         assert set(runs) == {"pretrain", "finetune", "evaluate", "validate", "register"}
         for stage, run in runs.items():
@@ -163,7 +165,7 @@ def _wait_for_the_work(proc: subprocess.Popen, client: mlflow.MlflowClient, serv
     """The id of the stage's run once it holds its config: stage_run is done, the work begins."""
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
-        exp = client.get_experiment_by_name("phi1-test")
+        exp = client.get_experiment_by_name("phi1-test-data")  # validate's runs go there
         for r in client.search_runs([exp.experiment_id]) if exp else []:
             if [a.path for a in client.list_artifacts(r.info.run_id, "config")] == ["config/validate.json"]:
                 return r.info.run_id
@@ -182,7 +184,7 @@ def server_dir(workdir, tmp_path_factory, monkeypatch) -> Path:
     return d
 
 
-@pytest.mark.slow
+@pytest.mark.cluster  # a real MLflow server, killed mid-stage (make test-cluster)
 def test_a_server_killed_mid_stage_fails_it_fast_and_the_next_stage_closes_its_run(server_dir):
     from phi1.tracking import pending_runs
 

@@ -194,6 +194,11 @@ def test_all_zero_charts_become_a_sentence(workdir):
     (workdir / "metrics/probe.json").write_text(json.dumps({
         c: {"pass_rate": 0.0, "n_probes": 3, "by_library": {"pygame": {"pass_rate": 0.0, "n_probes": 3}}}
         for c in ("base", "phi1")}))
+    (workdir / "reports/eval").mkdir(parents=True)  # evaluate's Table 3 goes with the numbers
+    (workdir / "reports/eval/table3.json").write_text(json.dumps({"limit": 10, "rule": "similar at tau: ...", "rows": [
+        {"tau": 0.9, "checkpoint": "phi1", "benchmark": "humaneval", "subset": s, "n_tasks": n, "pass@1": p,
+         "solution_tasks": m, "solution_loss": loss} for s, n, p, m, loss in
+        (("similar", 0, None, 2, 3.25), ("not_similar", 10, 0.0, 162, 4.3))]}))
     status = build(workdir / "out", registry=False)
     assert status["pass_at_k"].startswith("all zero: Every pass metric (pass@1) is 0")
     assert status["probe"].startswith("all zero: Every probe pass rate is 0")
@@ -204,6 +209,9 @@ def test_all_zero_charts_become_a_sentence(workdir):
     assert page.count('class="allzero"') == 2 and page.count("data:image/png") == 1
     assert "no generated solution passed its tests" in page
     assert '<td>base</td><td>mbpp</td><td class="n">0</td><td class="n">10</td><td class="n">5.7</td>' in page
+    assert "<h3>Table 3: tasks similar / not similar to the training data</h3>" in page
+    assert ('<td class="n">0.9</td><td>phi1</td><td>humaneval</td><td>similar</td><td class="n">0</td><td>-</td>'
+            '<td class="n">2</td><td class="n">3.25</td>') in page
 
 
 def test_report_shows_champion_and_challenger_with_lineage_and_gates(workdir):
@@ -220,7 +228,8 @@ def test_report_shows_champion_and_challenger_with_lineage_and_gates(workdir):
         assert str(mv.version) == version
         for k, v in {"git.commit": commit, "git.dirty": "false", "params.sha256": "c" * 64,
                      "checkpoint.hash": f"md5:ckpt{version}", "validation.status": "passed",
-                     "lineage.dvc.data/pruned": pruned, "lineage.dvc.data/raw": "md5raw"}.items():
+                     "lineage.dvc.data/pruned": pruned, "lineage.dvc.data/raw": "md5raw",
+                     "eval.humaneval.pass_at_1": "0.0" if version == "1" else "0.1", "probe.pass_rate": "0.0"}.items():
             c.set_model_version_tag("phi1", version, k, v)
     c.set_model_version_tag("phi1", "2", DECISION_TAG, json.dumps(
         {"action": "promote", "accepted": True, "dry_run": True, "failing": [], "at": "2026-12-06T10:00:00Z"}))
@@ -242,6 +251,9 @@ def test_report_shows_champion_and_challenger_with_lineage_and_gates(workdir):
     assert "promote would pass, 2026-12-06T10:00:00Z" in page
     assert "<td>data/pruned</td><td>md5old00</td><td>md5new00</td><td>differs</td>" in page
     assert "<td>data/raw</td><td>md5raw</td><td>md5raw</td><td>same</td>" in page
+    # a champion that passed nothing is said to be one (the challenger passed a task: no sentence)
+    assert ("The champion phi1 v1 passed nothing: every pass metric of it (eval.humaneval.pass_at_1, "
+            "probe.pass_rate) is 0.") in page and page.count("passed nothing") == 1
     # without the registry (or without a store) the page says why, and still has the gates
     build(workdir / "out", registry=False)
     page = (workdir / "out/index.html").read_text()
@@ -265,3 +277,28 @@ def test_dvc_plots_template_inlines_vega_from_node_modules(tmp_path):
     assert page.count("<script>") == 3 and "<!-- vega-embed 6." in page and "vegaEmbed" in page
     with pytest.raises(Phi1Error, match="vega/build/vega.min.js not found"):
         dvc_plots_template(tmp_path)
+
+
+def test_probe_numbers_show_solution_loss_api_topk_and_the_emergence_interval(workdir):
+    from phi1.report import summary_rows
+
+    lib = {"pygame": {"n_probes": 2, "pass_rate": 0.0, "solution_loss": 1.5, "api_topk": 0.25}}
+    em = {"base": "base", "finetuned": "phi1", "api_topk_delta": 0.125,
+          "solution_loss_delta": {"mean": -0.0625, "sd": 0.01, "n": 2, "ci95": {"low": -0.125, "high": 0.0}},
+          "by_library": {"pygame": {"solution_loss_delta": {"mean": -0.0625, "n": 2, "ci95": {"low": -0.125, "high": 0.0}}}}}
+    (workdir / "metrics").mkdir()
+    (workdir / "metrics/probe.json").write_text(json.dumps({
+        "base": {"n_probes": 2, "pass_rate": 0.0, "solution_loss": 1.5, "api_topk": 0.25, "by_library": lib},
+        "phi1": {"n_probes": 2, "pass_rate": 0.0, "solution_loss": 1.4375, "api_topk": 0.375, "by_library": lib},
+        "emergence": em}))
+    status = build(workdir / "out", registry=False)
+    assert status["probe"].startswith("all zero: Every probe pass rate is 0")  # the emergence key is no checkpoint
+    page = (workdir / "out/index.html").read_text()
+    assert '<td>phi1</td><td>all</td><td class="n">2</td><td class="n">0</td><td>-</td><td class="n">1.438</td>' \
+           '<td class="n">0.375</td>' in page
+    assert '<td>phi1 - base</td><td>all</td><td class="n">2</td><td class="n">-0.0625</td><td class="n">-0.125</td>' \
+           '<td class="n">0</td><td class="n">0.125</td>' in page
+    assert "<td>emergence</td>" not in page
+    rows = {(s, f): v for s, f, v in summary_rows(workdir / "metrics")}
+    assert rows["probe", "phi1: pass rate, sol. loss, 2 probes"].endswith("1.438")
+    assert rows["probe", "phi1 - base sol. loss, 95% CI"] == "-0.0625 [-0.1250, +0.0000]"

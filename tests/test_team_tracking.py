@@ -192,10 +192,13 @@ def test_the_pipeline_tracks_into_postgresql_and_stores_its_artifacts_in_s3(team
 
     client = mlflow.MlflowClient(tracking_uri=team.server.url)
     exp = client.get_experiment_by_name(EXPERIMENT)
+    data = client.get_experiment_by_name(EXPERIMENT + "-data")  # the data stages and register (DATA_STAGES)
     assert exp.artifact_location == f"mlflow-artifacts:/{exp.experiment_id}"  # made by the server: proxied
-    every = client.search_runs([exp.experiment_id])
+    assert data.artifact_location == f"mlflow-artifacts:/{data.experiment_id}"
+    every = client.search_runs([exp.experiment_id, data.experiment_id])
     runs = {r.data.tags["phi1.stage"]: r for r in every if "mlflow.parentRunId" not in r.data.tags}
     assert set(runs) == {"tokenize", "pretrain", "evaluate", "register"}
+    assert {s for s, r in runs.items() if r.info.experiment_id == data.experiment_id} == {"tokenize", "register"}
     assert all(r.info.status == "FINISHED" for r in every)
     champion = client.get_model_version_by_alias("phi1", "champion")
     assert champion.version == "1" and champion.run_id == runs["pretrain"].info.run_id

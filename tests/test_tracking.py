@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from phi1.config import FilterConfig
-from phi1.tracking import TrackingError, input_hashes, setup, stage_run
+from phi1.tracking import TrackingError, input_hashes, nested_run, setup, stage_run
 
 
 def test_stage_run_logs_config_commit_and_input_hashes(workdir):
@@ -44,6 +44,32 @@ def test_stage_run_sets_the_git_commit_of_the_project_not_of_the_entry_script(wo
     with stage_run("ingest") as run:
         pass
     assert mlflow.get_run(run.info.run_id).data.tags["mlflow.source.git.commit"] == sha
+
+
+def test_data_stage_runs_go_to_the_data_sibling_models_and_evaluations_stay(workdir):
+    """The MLflow UI lists an experiment's runs without a logged model as evaluation runs
+    (see DATA_STAGES): the data stages and register log to `<experiment>-data`; every
+    stage of dvc.yaml is one or the other; a search by experiment finds both."""
+    from pathlib import Path
+
+    from phi1.report import run_rows
+    from phi1.tracking import DATA_STAGES, STORE_DIR_TAG, experiment_ids
+
+    stages = set(yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())["stages"])
+    assert stages - DATA_STAGES == {"pretrain", "finetune", "evaluate", "probe"}
+    assert DATA_STAGES < stages
+    with stage_run("ingest") as data_run:
+        pass
+    with stage_run("evaluate") as eval_run:
+        pass
+    main, data = mlflow.get_experiment_by_name("phi1-test"), mlflow.get_experiment_by_name("phi1-test-data")
+    assert mlflow.get_run(data_run.info.run_id).info.experiment_id == data.experiment_id
+    assert mlflow.get_run(eval_run.info.run_id).info.experiment_id == main.experiment_id
+    assert data.artifact_location == main.artifact_location == (workdir / "mlruns").as_uri()
+    assert data.tags[STORE_DIR_TAG] == main.tags[STORE_DIR_TAG] == str(workdir)
+    assert "phi1-test" in data.tags["mlflow.note.content"]
+    assert experiment_ids() == [main.experiment_id, data.experiment_id]
+    assert {r["stage"] for r in run_rows()} == {"ingest", "evaluate"}
 
 
 def test_input_hash_changes_with_content(workdir):
@@ -211,7 +237,9 @@ def test_a_stage_runs_headline_is_its_first_chart_and_a_training_runs_is_the_los
 @pytest.mark.gui
 def test_the_mlflow_ui_shows_the_loss_curve_section_first_in_headless_chromium(workdir, tmp_path):
     """The real MLflow UI (its built bundle, in Debian's chromium) on a training run's
-    Model metrics tab: the `pretrain` section (2 charts) before "Model metrics"."""
+    Model metrics tab: the `pretrain` section (2 charts) before "Model metrics". And the
+    experiment's Evaluation runs page (GenAI view) lists the evaluate run and its nested
+    benchmark run, not a data stage's run (DATA_STAGES: in the experiment's data sibling)."""
     import json
     import os
     import re
@@ -233,11 +261,26 @@ def test_the_mlflow_ui_shows_the_loss_curve_section_first_in_headless_chromium(w
             log.log("val", step, {"val_loss": 5.5 - step / 2})
         log.close()
         mlflow.log_metrics({"final.best_val_loss": 1.5, "final.steps": 6.0})
+        # the run's model output, as mlflow.transformers.log_model links it (without weights)
+        model = mlflow.initialize_logged_model("phi1", source_run_id=run.info.run_id)
+        mlflow.log_outputs([mlflow.entities.LoggedModelOutput(model.model_id, step=6)])
+    with stage_run("ingest", None, run_name="ingest-run-x"):
+        mlflow.log_metric("n_kept", 3.0)
+    with stage_run("evaluate", None, run_name="evaluate-run-x"):
+        with nested_run("final/humaneval-x"):
+            mlflow.log_metric("pass_at_1", 0.5)
     with mlflow_server(os.environ["MLFLOW_TRACKING_URI"]) as server:
-        url = f"{server.url}/#/experiments/{exp_id}/runs/{run.info.run_id}/model-metrics"
-        dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", url],
-                             capture_output=True, text=True, timeout=180).stdout
-    text = re.sub(r"\|+", "|", re.sub(r"<[^>]+>", "|", re.sub(r"<style[^>]*>.*?</style>", "", dom, flags=re.S)))
+        def page(route: str, profile: str) -> str:
+            dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / profile}", "--dump-dom",
+                                  f"{server.url}/#/experiments/{route}"], capture_output=True, text=True,
+                                 timeout=180).stdout
+            return re.sub(r"\|+", "|", re.sub(r"<[^>]+>", "|", re.sub(r"<style[^>]*>.*?</style>", "", dom, flags=re.S)))
+
+        text = page(f"{exp_id}/runs/{run.info.run_id}/model-metrics", "profile")
+        evals = page(f"{exp_id}/evaluation-runs?workflowType=genai", "profile-evals")
+    # a row: "|<run name>|Eval|<started>|..."; the training run (it logged a model) is not one
+    assert "|evaluate-run-x|Eval|" in evals and "final/humaneval-x" in evals, evals[-3000:]
+    assert "ingest-run-x" not in evals and "|pretrain|Eval|" not in evals, evals[-3000:]
     # the accordion's headers: "<section>|(<number of charts>)|Add chart"
     sections = re.findall(r"\|([^|]+)\|\((\d+)\)\|Add chart", text)
     assert sections[:2] == [("pretrain", "2"), ("Model metrics", "5")], json.dumps(sections)

@@ -12,8 +12,9 @@ TEXT = [
 ]
 
 
-def make_tiny_model(path: str | Path, seed: int = 0) -> Path:
-    """Save a 2-layer PhiForCausalLM + tokenizer under `path`; `seed` changes the weights."""
+def make_tiny_model(path: str | Path, seed: int = 0, context: int = 128) -> Path:
+    """Save a 2-layer PhiForCausalLM + tokenizer under `path`; `seed` changes the weights,
+    `context` is its max_position_embeddings."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PhiConfig, PhiForCausalLM, PreTrainedTokenizerFast
@@ -26,7 +27,7 @@ def make_tiny_model(path: str | Path, seed: int = 0) -> Path:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     torch.manual_seed(seed)
     cfg = PhiConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                    num_attention_heads=2, max_position_embeddings=128,
+                    num_attention_heads=2, max_position_embeddings=context,
                     eos_token_id=fast.eos_token_id, bos_token_id=fast.eos_token_id, pad_token_id=fast.eos_token_id)
     model = PhiForCausalLM(cfg)
     out = Path(path)

@@ -409,12 +409,14 @@ def evaluate_run_cmd(
     overrides: SetOpt = None,
     out: Annotated[Path, typer.Option(help="Folder of samples, results and summaries per checkpoint and benchmark.")] = Path("reports/eval"),
     metrics: Annotated[Path, typer.Option(help="Metrics JSON: {checkpoint: {benchmark: {pass@k}}}.")] = Path("metrics/eval.json"),
+    contamination: Annotated[Path, typer.Option(help="Contamination report from `decontaminate`: splits the tasks into similar / not similar for <out>/table3.json (paper Table 3); missing: no Table 3.")] = Path("reports/contamination.json"),
     unsafe_guard: UnsafeGuardOpt = False,
 ) -> None:
     """The `evaluate` stage: generate, execute and score each checkpoint; MLflow evaluations."""
     from phi1.evaluate import run
 
-    run(_config("evaluate", params, _unsafe_guard("evaluate", overrides, unsafe_guard)), out=out, metrics_path=metrics)
+    run(_config("evaluate", params, _unsafe_guard("evaluate", overrides, unsafe_guard)), out=out, metrics_path=metrics,
+        contamination_path=contamination)
 
 
 @stage_command("register")
@@ -485,7 +487,7 @@ def compare_cmd(
     stage: Annotated[Optional[str], typer.Option(help="Only runs of this stage (tag phi1.stage).")] = None,
     limit: Annotated[int, typer.Option(help="Newest this many rows.")] = 20,
     params: ParamsOpt = Path("params.yaml"),
-    experiment: Annotated[Optional[str], typer.Option(help="MLflow experiment; default $PHI1_EXPERIMENT or phi1 (`phi1 ablate` uses phi1-ablation).")] = None,
+    experiment: Annotated[Optional[str], typer.Option(help="MLflow experiment (with its <name>-data sibling); default $PHI1_EXPERIMENT or phi1 (`phi1 ablate` uses phi1-ablation).")] = None,
     variant: Annotated[Optional[str], typer.Option(help="Only runs of this variant / DVC experiment (tag phi1.variant).")] = None,
 ) -> None:
     """Print a table of runs (or model versions) with their data hashes, key params and metrics."""
@@ -502,7 +504,7 @@ def ablate_cmd(
     max_tokens: Annotated[int, typer.Option(help="tokenize.max_tokens of every variant: the same pretraining token pool for each (fails if a variant holds fewer).")] = 2_000_000,
     overrides: SetOpt = None,
     seeds: Annotated[Optional[str], typer.Option(help="Comma-separated training seeds (pretrain.seed and finetune.seed; data unchanged): each variant runs once per seed as the experiment VARIANT-seedN, and the results add mean +- sd per variant and whether each difference's 95% t interval excludes zero. Default: one run per variant, named VARIANT, with params.yaml's seeds.")] = None,
-    target: Annotated[str, typer.Option(help="dvc.yaml stage each experiment runs up to. Not probe/register: the figure needs neither, and register would add ablation models to the registry.")] = "evaluate",
+    target: Annotated[str, typer.Option(help="dvc.yaml stage(s) each experiment runs up to, comma-separated; evaluate,probe adds the probe solution loss panel. Not register: it would add ablation models to the registry.")] = "evaluate",
     jobs: Annotated[int, typer.Option(help="Experiments run at once (`dvc queue start --jobs`).")] = 1,
     experiment: Annotated[str, typer.Option(help="MLflow experiment of every run of the ablation.")] = "phi1-ablation",
     out: Annotated[Path, typer.Option(help="Folder for results.json, results.csv and figure.png.")] = Path("reports/ablation"),
@@ -551,12 +553,14 @@ def report_cmd(
     register: Annotated[Path, typer.Option(help="metrics/register.json (versions registered, the gates' decisions).")] = Path("metrics/register.json"),
     validation: Annotated[Path, typer.Option(help="`phi1 validate` report folder (summary.json, offline index.html).")] = Path("reports/validation"),
     registry: Annotated[bool, typer.Option(help="Read champion and challenger (git commit, data hashes) from the MLflow registry.")] = True,
+    table3: Annotated[Path, typer.Option(help="`evaluate`'s Table 3: scores on the tasks similar / not similar to the training data per tau.")] = Path("reports/eval/table3.json"),
 ) -> None:
     """Write a static HTML report (offline, no scripts): eval/probe numbers, champion vs challenger, figures; list what is left out."""
     from phi1.report import build
 
     figures = build(out, plots_dir=plots, eval_path=eval_metrics, probe_path=probe, contamination_path=contamination,
-                    ablation_dir=ablation, register_path=register, validation_dir=validation, registry=registry)
+                    ablation_dir=ablation, register_path=register, validation_dir=validation, registry=registry,
+                    table3_path=table3)
     for name, why in figures.items():
         why = "all zero: a sentence instead of the chart" if why.startswith("all zero") else why
         typer.echo(f"{name}: {why}", err=True)
@@ -623,7 +627,7 @@ def probe_run_cmd(
     params: ParamsOpt = Path("params.yaml"),
     overrides: SetOpt = None,
     out: Annotated[Path, typer.Option(help="Folder of samples, results and summary per checkpoint.")] = Path("reports/probe"),
-    metrics: Annotated[Path, typer.Option(help="Metrics JSON: {checkpoint: {pass_rate, api_validity, by_library}}.")] = Path("metrics/probe.json"),
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON: {checkpoint: {pass_rate, api_validity, solution_loss, api_topk, by_library}, emergence}.")] = Path("metrics/probe.json"),
     unsafe_guard: UnsafeGuardOpt = False,
 ) -> None:
     """The `probe` stage: generate, run headless and score each checkpoint; MLflow evaluations."""

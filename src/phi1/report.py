@@ -16,7 +16,9 @@ the MLflow registry), the figures (loss curves, pass@k, solution loss, probe res
 the quality-score histogram, the contamination sweep) and the validation results,
 linked to reports/validation/index.html. Each figure is drawn only when its input
 exists; the page lists the ones left out and why. A bar chart whose values are all 0
-(pass@k when nothing passed) is replaced by a sentence saying so. When `phi1 ablate`
+(pass@k when nothing passed) is replaced by a sentence saying so, and so is marked a
+champion whose every pass metric is 0. Table 3 (reports/eval/table3.json: tasks similar
+and not similar to the training data per tau) is among the numbers. When `phi1 ablate`
 has written reports/ablation, its figure and table are added.
 """
 
@@ -84,7 +86,14 @@ def summary_rows(metrics_dir: str | Path = "metrics") -> list[tuple[str, str, st
             rows.append(("evaluate", f"{ckpt} {bm}: pass@1, sol. loss",
                          f"{_fmt(v.get('pass@1'))}, {_fmt(v.get('solution_loss'))}"))
     for ckpt, v in (m.get("probe") or {}).items():
-        rows.append(("probe", f"{ckpt}: pass rate, {v.get('n_probes')} probes", _fmt(v.get("pass_rate"))))
+        if ckpt == "emergence":
+            if isinstance(d := (v or {}).get("solution_loss_delta"), dict) and d.get("mean") is not None:
+                ci = d.get("ci95")
+                rows.append(("probe", f"{v.get('finetuned')} - {v.get('base')} sol. loss, 95% CI",
+                             f"{d['mean']:+.4f} [{ci['low']:+.4f}, {ci['high']:+.4f}]" if ci else f"{d['mean']:+.4f}"))
+            continue
+        rows.append(("probe", f"{ckpt}: pass rate, sol. loss, {v.get('n_probes')} probes",
+                     f"{_fmt(v.get('pass_rate'))}, {_fmt(v.get('solution_loss'))}"))
     for model, v in (m.get("register") or {}).items():
         state = "champion" if v.get("promoted") else ("promotable" if v.get("promotable") else "challenger")
         rows.append(("register", f"{model}", f"v{v.get('version')} {state}"))
@@ -111,17 +120,18 @@ def summary_table(rows: list[tuple[str, str, str]], title: str = "phi1: what the
 
 def run_rows(stage: Optional[str] = None, limit: int = 20, experiment: Optional[str] = None,
              variant: Optional[str] = None) -> list[dict[str, Any]]:
-    """The newest runs of the experiment (default: $PHI1_EXPERIMENT) as rows: name, stage
-    (and variant, for ablation runs), data hashes, params, metrics."""
+    """The newest runs of the experiment (default: $PHI1_EXPERIMENT) and of its data
+    sibling as rows: name, stage (and variant, for ablation runs), data hashes, params,
+    metrics."""
     from mlflow import MlflowClient
 
-    from phi1.tracking import setup
+    from phi1.tracking import experiment_ids
 
-    exp_id = setup(experiment)
+    exp_ids = experiment_ids(experiment)
     clauses = [f"tags.`phi1.stage` = '{stage}'"] if stage else []
     clauses += [f"tags.`phi1.variant` = '{variant}'"] if variant else []
     flt = " and ".join(clauses)
-    runs = MlflowClient().search_runs([exp_id], flt, max_results=limit, order_by=["attributes.start_time DESC"])
+    runs = MlflowClient().search_runs(exp_ids, flt, max_results=limit, order_by=["attributes.start_time DESC"])
     rows = []
     for r in runs:
         tags = r.data.tags
@@ -440,7 +450,8 @@ def all_zero(evals: Any, probe: Any) -> dict[str, Optional[str]]:
     table = probe_table(probe)
     if table and not any(v for row in table.values() for v in row.values()):
         out["probe"] = (f"Every probe pass rate is 0 for every checkpoint ({', '.join(sorted(table))}): "
-                        "no generated program passed its probe, so there are no bars to draw.")
+                        "no generated program passed its probe, so there are no bars to draw. The probe "
+                        "solution loss and API top-k in the numbers above still separate the checkpoints.")
     return out
 
 
@@ -489,26 +500,54 @@ def eval_table(evals: Any) -> str:
                   [[c, b, *(m.get(k) for k, _ in cols)] for c, b, m in rows], "numbers")
 
 
+PROBE_COLUMNS = ("n_probes", "pass_rate", "api_validity", "solution_loss", "api_topk")
+
+
 def probe_rows(probe: Any) -> list[list[Any]]:
     """One row per checkpoint of metrics/probe.json and library ('all' first): probes, pass
-    rate, API validity."""
+    rate, API validity, solution loss (nats/char), API top-k."""
     rows: list[list[Any]] = []
     if not isinstance(probe, dict):
         return rows
     for ckpt, d in sorted(probe.items()):
-        if not isinstance(d, dict):
+        if not isinstance(d, dict) or ckpt == "emergence":
             continue
         libs = d.get("by_library") or d.get("libraries") or {}
-        rows.append([ckpt, "all", d.get("n_probes"), d.get("pass_rate"), d.get("api_validity")])
+        rows.append([ckpt, "all", *(d.get(k) for k in PROBE_COLUMNS)])
         for lib, v in sorted(libs.items()):
             if isinstance(v, dict):
-                rows.append([ckpt, lib, v.get("n_probes"), v.get("pass_rate"), v.get("api_validity")])
+                rows.append([ckpt, lib, *(v.get(k) for k in PROBE_COLUMNS)])
+    return rows
+
+
+def emergence_rows(probe: Any) -> list[list[Any]]:
+    """metrics/probe.json's `emergence`: finetuned minus base probe solution loss, paired
+    by probe, with its 95% t interval; overall ('all') and per library."""
+    em = probe.get("emergence") if isinstance(probe, dict) else None
+    if not isinstance(em, dict) or not isinstance(em.get("solution_loss_delta"), dict):
+        return []
+    rows = []
+    for lib, d in [("all", em), *sorted((em.get("by_library") or {}).items())]:
+        delta = (d or {}).get("solution_loss_delta") or {}
+        ci = delta.get("ci95") or {}
+        rows.append([f"{em.get('finetuned')} - {em.get('base')}", lib, delta.get("n"), delta.get("mean"),
+                     ci.get("low"), ci.get("high"), (d or {}).get("api_topk_delta")])
     return rows
 
 
 def probe_numbers(probe: Any) -> str:
     rows = probe_rows(probe)
-    return _table(["checkpoint", "library", "probes", "pass rate", "API validity"], rows, "numbers") if rows else ""
+    if not rows:
+        return ""
+    table = _table(["checkpoint", "library", "probes", "pass rate", "API validity", "sol. loss (nats/char)",
+                    "API top-k"], rows, "numbers")
+    em = emergence_rows(probe)
+    if em:
+        table += _table(["emergence", "library", "probes", "sol. loss delta", "95% CI low", "95% CI high",
+                         "API top-k delta"], em, "numbers")
+    elif isinstance(probe.get("emergence"), dict) and probe["emergence"].get("note"):
+        table += f"<p>{html.escape(probe['emergence']['note'])}.</p>"
+    return table
 
 
 def registry_versions(models: list[str]) -> tuple[dict[str, dict[str, dict[str, Any]]], str]:
@@ -555,6 +594,8 @@ def _registry_versions(uri: str, models: list[str]) -> tuple[dict[str, dict[str,
                     "validation": tags.get("validation.status", "-"),
                     "experiment": tags.get("phi1.experiment", ""),
                     "data": {k[len("lineage.dvc."):]: v for k, v in tags.items() if k.startswith("lineage.dvc.")},
+                    "passes": {k: v for k, v in tags.items() if _is_number(v) and (
+                        (k.startswith("eval.") and ".pass_at_" in k) or k == "probe.pass_rate")},
                     "decision": decision if isinstance(decision, dict) else None,
                 }
         return out, "" if out else f"no champion or challenger registered in {uri}"
@@ -571,6 +612,33 @@ def _decision_text(d: Optional[dict[str, Any]]) -> str:
     failing = d.get("failing") or []
     return f"{d.get('action', 'promote')} {what}" + (f" (failing: {', '.join(failing)})" if failing else "") \
         + (f", {d.get('at')}" if d.get("at") else "")
+
+
+def champion_passes_nothing(model: str, record: Optional[dict[str, Any]]) -> Optional[str]:
+    """A sentence when the champion's every pass metric (pass@k per benchmark, probe pass
+    rate; its version tags) is 0, else None."""
+    passes = (record or {}).get("passes") or {}
+    if not passes or any(float(v) for v in passes.values()):
+        return None
+    return (f"The champion {model} v{record['version']} passed nothing: every pass metric of it "
+            f"({', '.join(sorted(passes))}) is 0. It holds `champion` on the other gates (solution loss, and "
+            "pass-rate floors register.min_pass_at_1 / min_probe_pass_rate that allow 0).")
+
+
+def table3_table(t3: Any) -> str:
+    """Table 3 of phi-1 from reports/eval/table3.json: per tau, checkpoint and benchmark,
+    the tasks similar / not similar to the training data with their counts and scores."""
+    rows = (t3 or {}).get("rows") if isinstance(t3, dict) else None
+    if not rows:
+        return ""
+    passk = sorted({k for r in rows for k in r if k.startswith("pass@")}, key=lambda k: (len(k), k))
+    body = [[r.get("tau"), r.get("checkpoint"), r.get("benchmark"), r.get("subset", "").replace("_", " "),
+             r.get("n_tasks"), *(r.get(k) for k in passk), r.get("solution_tasks"), r.get("solution_loss")]
+            for r in sorted(rows, key=lambda r: (-r["tau"], r["benchmark"], r["checkpoint"], r["subset"] != "similar"))]
+    note = (f"<p>Among the tasks evaluated (evaluate.limit {t3.get('limit')}: pass@k over <i>tasks</i>; solution "
+            f"loss over <i>loss tasks</i>). {html.escape(str(t3.get('rule', '')))}.</p>")
+    return note + _table(["tau", "checkpoint", "benchmark", "subset", "tasks", *passk, "loss tasks", "solution loss"],
+                         body, "numbers")
 
 
 def models_section(register: Any, registry: dict[str, dict[str, dict[str, Any]]], why_not: str) -> str:
@@ -611,6 +679,9 @@ def models_section(register: Any, registry: dict[str, dict[str, dict[str, Any]]]
         parts.append("<h3>Champion and challenger (MLflow registry)</h3>"
                      + _table(["model", "alias", "version", "git commit", "params.yaml sha256", "checkpoint",
                                "validation", "from", "decision"], rows, "models"))
+        for model, aliases in sorted(registry.items()):
+            if (zero := champion_passes_nothing(model, aliases.get("champion"))):
+                parts.append(f'<p class="allzero">{html.escape(zero)}</p>')
         for model, aliases in sorted(registry.items()):
             paths = sorted(set().union(*(r["data"] for r in aliases.values())))
             if not paths:
@@ -694,7 +765,8 @@ def build(out: str | Path = "reports/report", plots_dir: str | Path = "plots",
           eval_path: str | Path = "metrics/eval.json", probe_path: str | Path = "metrics/probe.json",
           contamination_path: str | Path = "reports/contamination.json",
           ablation_dir: str | Path = "reports/ablation", register_path: str | Path = "metrics/register.json",
-          validation_dir: str | Path = "reports/validation", registry: bool = True) -> dict[str, str]:
+          validation_dir: str | Path = "reports/validation", registry: bool = True,
+          table3_path: str | Path = "reports/eval/table3.json") -> dict[str, str]:
     """Write `out`/index.html and `out`/<figure>.png; return {figure: 'written', 'all zero: ...'
     or why it is missing}. The page holds, before the figures, the numbers of eval and probe
     per checkpoint, the registered versions with the gates' decisions (metrics/register.json)
@@ -734,7 +806,9 @@ def build(out: str | Path = "reports/report", plots_dir: str | Path = "plots",
             sections.append(f'<section id="{name}" class="missing"><h2>{title}</h2>'
                             f'<p>Not available: {html.escape(src)} does not exist (or holds no data).</p></section>')
     numbers = [t for t in (("Evaluation per checkpoint and benchmark", eval_table(evals), eval_path),
-                           ("Probes per checkpoint and library", probe_numbers(probe), probe_path)) if t[1]]
+                           ("Probes per checkpoint and library", probe_numbers(probe), probe_path),
+                           ("Table 3: tasks similar / not similar to the training data",
+                            table3_table(_read_json(Path(table3_path))), table3_path)) if t[1]]
     numbers_html = ('<section id="numbers"><h2>Numbers</h2>'
                     + "".join(f"<h3>{h}</h3>{t}<p class=\"src\">from {html.escape(str(src))}</p>" for h, t, src in numbers)
                     + "</section>") if numbers else \
@@ -810,4 +884,5 @@ def dvc_plots_template(node_modules: str | Path) -> str:
 
 
 __all__ = ["run_rows", "model_rows", "compare_table", "build", "probe_table", "all_zero", "eval_table",
+           "table3_table", "champion_passes_nothing",
            "models_section", "registry_versions", "dvc_plots_template", "FIGURES"]

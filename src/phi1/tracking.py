@@ -5,7 +5,10 @@
 
 Tracking URI: `MLFLOW_TRACKING_URI` when set, else `sqlite:///mlflow.db` (MLflow 3
 refuses a plain `mlruns` file store); artifacts of experiments created here go under
-`mlruns/`. Experiment: `PHI1_EXPERIMENT`, default `phi1`. Each run is tagged with the
+`mlruns/`. Experiment: `PHI1_EXPERIMENT`, default `phi1`, which holds the models and their
+evaluations (the training, evaluate, probe and ablate runs); the data stages and register
+log to its sibling `<experiment>-data` (`DATA_STAGES`), so that MLflow's Evaluation runs
+page lists only evaluations (`stage_experiment`). Each run is tagged with the
 stage, the git commit, and the hash of each input (from dvc.lock when DVC produced it,
 else computed here), so a run says which data made it. Runs of a DVC experiment (`dvc exp
 run` sets `DVC_EXP_NAME`) or of a named variant (`PHI1_VARIANT`, which wins) are also
@@ -200,9 +203,66 @@ def _check_reachable(uri: str) -> None:
         raise TrackingError(f"MLflow tracking server unreachable at {uri}: {why}") from None
 
 
-def setup(experiment: str | None = None, artifact_root: str | Path = DEFAULT_ARTIFACT_ROOT) -> str:
-    """Point MLflow at our store and experiment (created with its artifacts under
-    `artifact_root` when new), with the HTTP limits of `configure`; return the experiment id."""
+DATA_SUFFIX = "-data"
+DATA_STAGES = frozenset({"ingest", "annotate", "embed", "filter", "synthesize", "decontaminate", "validate",
+                         "tokenize", "register"})
+"""The stages whose runs go to the experiment's data sibling `<experiment>-data`: they
+neither train the model nor evaluate it. The other stages (pretrain, finetune: their runs
+log the model; evaluate, probe, ablate: evaluations) log to the experiment itself.
+
+Why: MLflow 3's UI, in its GenAI view (the default; the view toggle is read from the URL's
+`?workflowType=`, then the browser's local storage, and wins over the experiment's
+`mlflow.experimentKind` tag), shows an experiment's "Evaluation runs" page, which lists
+every active run of the experiment that has no logged-model output
+(mlflow/server/js/src/experiment-tracking/components/experiment-page/hooks/
+useExperimentEvaluationRunsData.tsx, as built into MLflow 3.17.2's server bundle:
+`run.outputs.modelOutputs` empty -> evaluation run; no tag or run attribute takes a run
+off that page). A data stage's run there would be shown as an evaluation; with the data
+stages in the sibling, the main experiment's page lists evaluate, probe and ablate (and
+their nested benchmark runs) only. A training run logs its model (`log_model: true`, the
+default) and is listed as a training run instead."""
+
+DATA_NOTE = ("phi1's data stages ({stages}): runs that neither train a model nor evaluate one. "
+             "The models and their evaluations are in experiment {main}.")
+"""The data sibling's description (`mlflow.note.content`, shown on its experiment page)."""
+
+
+def data_experiment_name(experiment: str | None = None) -> str:
+    """`<experiment>-data` of an experiment (default: $PHI1_EXPERIMENT or phi1)."""
+    return (experiment or experiment_name()) + DATA_SUFFIX
+
+
+def stage_experiment(stage: str | None, experiment: str | None = None) -> str:
+    """The experiment the runs of `stage` go to: the data sibling for `DATA_STAGES`, else
+    the experiment itself (default: $PHI1_EXPERIMENT or phi1)."""
+    name = experiment or experiment_name()
+    return data_experiment_name(name) if stage in DATA_STAGES else name
+
+
+def setup(experiment: str | None = None, artifact_root: str | Path = DEFAULT_ARTIFACT_ROOT,
+          stage: str | None = None) -> str:
+    """Point MLflow at our store and the experiment and its data sibling (both created, with
+    their artifacts under `artifact_root`, when new), with the HTTP limits of `configure`;
+    make the one `stage`'s runs go to active (`stage_experiment`: without a stage, the
+    experiment itself) and return its id."""
+    name = experiment or experiment_name()
+    ids = _setup(name, artifact_root)
+    import mlflow
+
+    exp_id = ids[stage_experiment(stage, name)]
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def experiment_ids(experiment: str | None = None) -> list[str]:
+    """The ids of the experiment (default: $PHI1_EXPERIMENT or phi1) and of its data
+    sibling, created when new (see `setup`): where to search for a project's stage runs."""
+    name = experiment or experiment_name()
+    return list(_setup(name, DEFAULT_ARTIFACT_ROOT).values())
+
+
+def _setup(name: str, artifact_root: str | Path) -> dict[str, str]:
+    """{experiment name: id} of `name` and its data sibling, created when new."""
     global _lost
     import mlflow
 
@@ -210,28 +270,42 @@ def setup(experiment: str | None = None, artifact_root: str | Path = DEFAULT_ART
     os.environ.update(_http_env(_settings.http_retries, _settings.http_timeout, _settings.http_backoff))
     _check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    name = experiment or experiment_name()
     try:
         rebase_store(uri)
-        exp = mlflow.get_experiment_by_name(name)
-        if exp is None:
-            location, tags = None, {}
-            if not uri.startswith(("http://", "https://", "databricks")):
-                location = Path(artifact_root).resolve().as_uri()
-            if db := _sqlite_file(uri):
-                tags[STORE_DIR_TAG] = str(db.parent)
-            exp_id = mlflow.create_experiment(name, artifact_location=location, tags=tags)
-        else:
-            exp_id = exp.experiment_id
-            db = _sqlite_file(uri)
-            if db and STORE_DIR_TAG not in exp.tags and exp.artifact_location.startswith(db.parent.as_uri() + "/"):
-                # made before the tag existed, its artifacts beside the store: from now on it can move
-                mlflow.MlflowClient().set_experiment_tag(exp_id, STORE_DIR_TAG, str(db.parent))
+        note = DATA_NOTE.format(stages=", ".join(sorted(DATA_STAGES)), main=name)
+        ids = {name: _experiment(name, uri, artifact_root, {}),
+               data_experiment_name(name): _experiment(data_experiment_name(name), uri, artifact_root,
+                                                       {"mlflow.note.content": note})}
     except Exception as exc:  # MlflowException, sqlalchemy errors: name the store
         raise TrackingError(f"cannot use MLflow tracking store {uri}: {_reason(exc)}") from None
-    mlflow.set_experiment(experiment_id=exp_id)
     _lost = None
-    return exp_id
+    return ids
+
+
+def _experiment(name: str, uri: str, artifact_root: str | Path, tags: dict[str, str]) -> str:
+    """The id of experiment `name`, created (artifacts under `artifact_root`, tagged with
+    `tags` and the store's folder) when new."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        location, tags = None, dict(tags)
+        if not uri.startswith(("http://", "https://", "databricks")):
+            location = Path(artifact_root).resolve().as_uri()
+        if db := _sqlite_file(uri):
+            tags[STORE_DIR_TAG] = str(db.parent)
+        try:
+            return mlflow.create_experiment(name, artifact_location=location, tags=tags)
+        except MlflowException as exc:  # another stage created it meanwhile
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS" or (exp := mlflow.get_experiment_by_name(name)) is None:
+                raise
+        return exp.experiment_id
+    db = _sqlite_file(uri)
+    if db and STORE_DIR_TAG not in exp.tags and exp.artifact_location.startswith(db.parent.as_uri() + "/"):
+        # made before the tag existed, its artifacts beside the store: from now on it can move
+        mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, STORE_DIR_TAG, str(db.parent))
+    return exp.experiment_id
 
 
 STORE_DIR_TAG = "phi1.store_dir"
@@ -510,7 +584,7 @@ def stage_run(
     failure raises TrackingError; see the module docstring."""
     import mlflow
 
-    setup()
+    setup(stage=stage)
     close_left_open()
     sha, dirty = git_commit()
     all_tags = {"phi1.stage": stage, "git.commit": sha, "git.dirty": str(dirty).lower(),
@@ -544,7 +618,7 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "tokenize": (r"(pretrain|finetune)\.train_tokens",),
     "validate": (r"[^.]+\.success",),
     "evaluate": (r"[^.]+\.[^.]+\.(pass_at_1|solution_loss)",),
-    "probe": (r"[^.]+\.pass_rate",),
+    "probe": (r"[^.]+\.(pass_rate|solution_loss)", r"emergence\.solution_loss_delta\.mean"),
 }
 """The metric keys (regular expressions, whole key) that are a stage's headline figures,
 those `phi1 summary` shows; the training stages' headline is their loss curve

@@ -233,7 +233,7 @@ def test_heuristic_stage_is_deterministic_and_follows_the_contract(workdir, raw)
     assert set(m1["rubric_mean"]) == set(RUBRIC_WEIGHTS)
 
     # Each run is in MLflow with its metrics and the annotation table.
-    runs = mlflow.search_runs(experiment_names=["phi1-test"], output_format="list", order_by=["start_time ASC"])
+    runs = mlflow.search_runs(experiment_names=["phi1-test-data"], output_format="list", order_by=["start_time ASC"])
     assert len(runs) == 3
     first = runs[0]
     assert first.data.tags["phi1.stage"] == "annotate" and first.data.params["backend"] == "heuristic"
@@ -295,7 +295,7 @@ def test_openai_backend_rates_counts_rejects_and_caches(workdir, small_corpus, t
     assert {r["id"]: r["score"] for r in rows} == pytest.approx(expected)
     assert all(r["backend"] == "openai" and r["model"] == "rater-1" and r["rationale"] for r in rows)
     assert all(r[c] is None for r in rows for c in RUBRIC_COLS)
-    run_ = mlflow.search_runs(experiment_names=["phi1-test"], output_format="list")[0]
+    run_ = mlflow.search_runs(experiment_names=["phi1-test-data"], output_format="list")[0]
     assert run_.data.metrics["rejected_unparsable"] == 1
     local = mlflow.artifacts.download_artifacts(run_id=run_.info.run_id, artifact_path="annotate/rejected.json")
     assert json.loads(Path(local).read_text())["rejected_unparsable"][0]["answer"] == "I would rather not say."

@@ -33,6 +33,8 @@ def test_planted_humaneval_solutions_are_all_pruned_and_stdlib_code_is_not(workd
     assert metrics["removed"]["exercises"] == len(planted) == 164
     assert metrics["tasks_similar"]["humaneval"] == 164
     assert len(own) >= 164
+    # each task's highest score, the split evaluate's Table 3 reads, agrees with the counts
+    assert sum(s >= 0.9 for s in report["task_scores"]["humaneval"].values()) == 164
 
     taus = [row["tau"] for row in report["sweep"]]
     assert taus == [0.95, 0.9, 0.85, 0.8]
@@ -46,7 +48,7 @@ def test_planted_humaneval_solutions_are_all_pruned_and_stdlib_code_is_not(workd
     assert np.load(cached).shape == (164, 384)
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["phi1-test"], filter_string="tags.`phi1.stage` = 'decontaminate'")
+    runs = mlflow.search_runs(experiment_names=["phi1-test-data"], filter_string="tags.`phi1.stage` = 'decontaminate'")
     assert runs.iloc[0]["metrics.removed.exercises"] == 164
     client = mlflow.MlflowClient()
     arts = {a.path for a in client.list_artifacts(runs.iloc[0]["run_id"], "decontaminate")}

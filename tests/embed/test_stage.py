@@ -78,7 +78,7 @@ def test_one_vector_per_raw_file_keyed_by_id_and_text(workdir, raw, tiny_dir):
     assert on_disk == {"n_files": 20, "n_shards": 3, "embedding": f"hf:{tiny_dir}", "embedding_dim": 32,
                        "embedding_dtype": "float32", "embedding_model": spec["embedding_model"], "max_tokens": 64}
     assert metrics["cached"] == 0 and metrics["embed_files_per_s"] > 0  # run figures: MLflow only
-    (r,) = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("phi1-test").experiment_id],
+    (r,) = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("phi1-test-data").experiment_id],
                                       "tags.`phi1.stage` = 'embed'")
     assert r.data.params["embedding"] == f"hf:{tiny_dir}" and r.data.metrics["run.cached"] == 0
     assert r.data.metrics["n_files"] == 20
@@ -182,7 +182,7 @@ def test_a_new_threshold_reruns_filter_but_not_embed(tmp_path, small_corpus, tin
 
     def runs(stage: str) -> int:
         client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-        exp = client.get_experiment_by_name("phi1-dvc")
+        exp = client.get_experiment_by_name("phi1-dvc-data")
         return len(client.search_runs([exp.experiment_id], f"tags.`phi1.stage` = '{stage}'")) if exp else 0
 
     def set_threshold(value: float) -> None:

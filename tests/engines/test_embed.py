@@ -1,4 +1,4 @@
-"""Embedding backends: a tiny HF model built here (hf:<dir>) and the packaged MiniLM."""
+"""Embedding backends: a tiny HF model built here (hf:<dir>, model2vec:<dir>) and the packaged MiniLM."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phi1.engines.embed import CHARS_PER_TOKEN, load_embedder
+from phi1.engines.embed import CHARS_PER_TOKEN, distill_key, load_embedder
 from phi1.errors import Phi1Error
 
 TEXTS = [
@@ -175,4 +175,78 @@ def test_minilm_agrees_with_sentence_transformers_directly(minilm):
     np.testing.assert_allclose(minilm.embed(TEXTS[:3], progress=False), expected, atol=1e-5)
     # Semantics survive: two Python functions are closer to each other than to a data blob.
     a, b, c = minilm.embed([TEXTS[0], TEXTS[2], TEXTS[3]], progress=False)
+    assert a @ b > a @ c
+
+
+# --------------------------------------------------------------------------- model2vec
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-bert"), "bert")
+
+
+def _folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_model2vec_distillation_is_byte_identical_and_cached_by_hash(tiny_bert, tmp_path, monkeypatch):
+    """Two distillations of one source into two caches give the same bytes; a second load
+    reuses the cached folder; any change to the source's files means a new key."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    a = load_embedder(f"model2vec:{tiny_bert}", 64, 8, cache_dir=tmp_path / "a")
+    b = load_embedder(f"model2vec:{tiny_bert}", 64, 8, cache_dir=tmp_path / "b")
+    assert a.folder.name == b.folder.name == distill_key(tiny_bert)
+    assert _folder_bytes(a.folder) == _folder_bytes(b.folder)
+    assert str(tmp_path) not in (a.folder / "config.json").read_text()  # no machine paths in the model
+    stamp = (a.folder / "model.safetensors").stat().st_mtime_ns
+    again = load_embedder(f"model2vec:{tiny_bert}", 64, 8, cache_dir=tmp_path / "a")
+    assert again.folder == a.folder and (a.folder / "model.safetensors").stat().st_mtime_ns == stamp
+    assert [p.name for p in (tmp_path / "a").iterdir()] == [a.folder.name]  # no temp folders left
+    # A model2vec folder given directly is loaded as is, to the same vectors.
+    direct = load_embedder(f"model2vec:{a.folder}", 64, 8, cache_dir=tmp_path / "c")
+    np.testing.assert_array_equal(direct.embed(TEXTS, progress=False), a.embed(TEXTS, progress=False))
+    assert not (tmp_path / "c").exists()
+    (tiny_bert / "extra.txt").write_text("changed")
+    try:
+        assert distill_key(tiny_bert) != a.folder.name
+    finally:
+        (tiny_bert / "extra.txt").unlink()
+
+
+def test_model2vec_vectors_shape_determinism_and_batch_independence(tiny_bert, tmp_path):
+    emb = load_embedder(f"model2vec:{tiny_bert}", 64, 2, cache_dir=tmp_path)
+    assert emb.spec == f"model2vec:{tiny_bert}" and emb.dtype == "float32" and emb.device == "cpu"
+    v = emb.embed(TEXTS, progress=False)
+    _check_vectors(v, len(TEXTS), emb.dim)
+    assert emb.dim == 32  # PCA keeps min(256, hidden size) dims
+    assert len({tuple(np.round(r, 5)) for r in v}) == len(TEXTS)
+    np.testing.assert_array_equal(v, emb.embed(TEXTS, progress=False))
+    # A static vector depends on its text only: alone, reversed or batched, the same bytes.
+    np.testing.assert_array_equal(v[::-1], emb.embed(TEXTS[::-1], progress=False))
+    np.testing.assert_array_equal(v[2:3], emb.embed(TEXTS[2:3], progress=False))
+    spec = emb.describe()
+    assert spec["embedding"] == emb.spec and spec["dim"] == 32 and len(spec["model_sha256"]) == 64
+    assert emb.embed([], progress=False).shape == (0, 32)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [("model2vec:", "no directory after 'model2vec:'"), ("model2vec:/nonexistent/m", "no model directory")],
+)
+def test_model2vec_bad_spec(spec, message, tmp_path):
+    with pytest.raises(Phi1Error, match=message):
+        load_embedder(spec, 32, 4, cache_dir=tmp_path)
+
+
+@pytest.mark.long
+def test_model2vec_from_minilm_offline(tmp_path, monkeypatch):
+    """The `model2vec` spec: distilled from the packaged MiniLM with no network (minutes)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    emb = load_embedder("model2vec", 256, 32, cache_dir=tmp_path)
+    assert emb.dim == 256 and emb.describe()["embedding_model"].endswith("all-MiniLM-L6-v2")
+    v = emb.embed(TEXTS, progress=False)
+    _check_vectors(v, len(TEXTS), 256)
+    np.testing.assert_array_equal(v, emb.embed(TEXTS, progress=False))
+    a, b, c = emb.embed([TEXTS[0], TEXTS[2], TEXTS[3]], progress=False)
     assert a @ b > a @ c

@@ -30,6 +30,12 @@ def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_a
         "evaluate:\n  limit: 2\n  max_new_tokens: 8\n  batch_size: 2\n  workers: 2\n  solution_loss_limit: 5\n"
     )
     monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))  # a fresh calibration cache
+    (workdir / "reports").mkdir()
+    (workdir / "reports/contamination.json").write_text(json.dumps({  # HumanEval/1 and /4 are similar at 0.9
+        "tau": 0.9, "sweep": [{"tau": 0.95, "tasks_similar": {"humaneval": 0, "mbpp": 0}},
+                              {"tau": 0.9, "tasks_similar": {"humaneval": 2, "mbpp": 0}}],
+        "benchmark_tasks": {"humaneval": 164, "mbpp": 500},
+        "task_scores": {"humaneval": {"HumanEval/1": 0.92, "HumanEval/4": 0.9}}}))
     result = CliRunner().invoke(app, ["evaluate", "run", "-S", "evaluate.mbpp_split=validation"])
     assert result.exit_code == 0, result.output
     assert "humaneval: calibrated time limits of 2 tasks: max 3 CPU s (2 references measured now)" in result.stderr
@@ -65,6 +71,21 @@ def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_a
     assert [s["task_id"] for s in map(json.loads, (workdir / "reports/eval/base/mbpp/samples.jsonl").open())] == [
         "Mbpp/511", "Mbpp/512"]
 
+    # Table 3: among the 2 evaluated tasks (HumanEval/0, /1) and the 5 loss-scored ones.
+    t3 = json.loads((workdir / "reports/eval/table3.json").read_text())
+    assert t3["taus"] == [0.95, 0.9] and t3["limit"] == 2 and t3["solution_loss_limit"] == 5
+    assert t3["skipped"] == {"mbpp": "the contamination report scored the MBPP test split, not validation"}
+    rows = {(r["checkpoint"], r["tau"], r["subset"]): r for r in t3["rows"]}
+    assert len(rows) == 2 * 2 * 2 and {r["benchmark"] for r in t3["rows"]} == {"humaneval"}
+    for name in ("base", "phi1"):
+        sim, rest = rows[(name, 0.9, "similar")], rows[(name, 0.9, "not_similar")]
+        assert (sim["n_tasks"], sim["task_ids"], sim["solution_tasks"]) == (1, ["HumanEval/1"], 2)
+        assert (rest["n_tasks"], rest["solution_tasks"], rest["pass@1"]) == (1, 3, 0.0)
+        assert (rows[(name, 0.95, "similar")]["n_tasks"], rows[(name, 0.95, "similar")]["pass@1"]) == (0, None)
+        per_task = {r["task_id"]: r for r in map(json.loads, (workdir / f"reports/eval/{name}/humaneval/solution_loss.jsonl").open())}
+        mine = [per_task["HumanEval/1"], per_task["HumanEval/4"]]
+        assert sim["solution_loss"] == pytest.approx(sum(r["loss"] * r["tokens"] for r in mine) / sum(r["tokens"] for r in mine))
+
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = mlflow.get_experiment_by_name("phi1-test")
     runs = mlflow.search_runs([exp.experiment_id], output_format="list")
@@ -77,6 +98,9 @@ def test_stage_writes_metrics_outputs_and_one_mlflow_evaluation_per_checkpoint_a
         # nested runs carry the variant too, so a search by variant finds them
         assert (child.data.tags["phi1.variant"], child.data.tags["phi1.seed"]) == ("filtered", "3")
         assert child.data.metrics["pass_at_1"] == 0.0
+        if child.info.run_name.endswith("humaneval"):  # Table 3 in the evaluation
+            assert child.data.metrics["table3.tau_0.90.similar.n_tasks"] == 1.0
+            assert child.data.metrics["table3.tau_0.90.similar.solution_tasks"] == 2.0
         assert child.data.params["sandbox.isolation"] == "namespaces"
         assert child.data.metrics["pass_at_1/mean"] == 0.0  # the MLflow evaluation's own metric
         ckpt, bm = child.data.tags["phi1.checkpoint"], child.data.tags["phi1.benchmark"]
@@ -149,10 +173,12 @@ def test_solution_loss_off_leaves_only_pass_at_k(workdir):
     build_tiny_model(workdir / "checkpoints" / "base")
     cfg = EvaluateConfig(checkpoints=("checkpoints/base",), benchmarks=("humaneval",), limit=1, max_new_tokens=4,
                          workers=1, solution_loss=False)
-    metrics = run(cfg, out=workdir / "reports/eval", metrics_path=workdir / "metrics/eval.json")
+    metrics = run(cfg, out=workdir / "reports/eval", metrics_path=workdir / "metrics/eval.json",
+        contamination_path=None)
     assert metrics == {"base": {"humaneval": {"pass@1": 0.0, "n_tasks": 1}}}
     fixed = EvaluateConfig(**{**cfg.__dict__, "timeout": 5.0})  # the override: no calibration
-    run(fixed, out=workdir / "reports/eval", metrics_path=workdir / "metrics/eval.json")
+    run(fixed, out=workdir / "reports/eval", metrics_path=workdir / "metrics/eval.json",
+        contamination_path=None)
     summary = json.loads((workdir / "reports/eval/base/humaneval/summary.json").read_text())
     assert summary["time_limits"] == {"mode": "fixed", "timeout": 5.0}
     assert not (workdir / "reports/eval/base/humaneval/solution_loss.jsonl").exists()
@@ -161,7 +187,8 @@ def test_solution_loss_off_leaves_only_pass_at_k(workdir):
 def test_a_missing_checkpoint_is_an_error_and_writes_nothing(workdir):
     cfg = EvaluateConfig(checkpoints=("checkpoints/nope",), limit=1)
     with pytest.raises(Phi1Error, match="checkpoints/nope is not a Hugging Face model folder"):
-        run(cfg, out=workdir / "reports/eval", metrics_path=workdir / "metrics/eval.json")
+        run(cfg, out=workdir / "reports/eval", metrics_path=workdir / "metrics/eval.json",
+        contamination_path=None)
     assert not (workdir / "reports").exists() and not (workdir / "metrics").exists()
 
 

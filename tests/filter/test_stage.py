@@ -192,7 +192,7 @@ def test_end_to_end_threshold(workdir, data, tiny_dir):
 
     # MLflow: one filter run with metrics, params, artifacts, and a loadable logged model.
     client = MlflowClient()
-    exp = client.get_experiment_by_name("phi1-test")
+    exp = client.get_experiment_by_name("phi1-test-data")
     (r,) = client.search_runs([exp.experiment_id], "tags.`phi1.stage` = 'filter'")
     assert r.data.metrics["n_kept"] == metrics["n_kept"]
     assert r.data.metrics["roc_auc"] == pytest.approx(metrics["roc_auc"])

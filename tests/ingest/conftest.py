@@ -302,3 +302,15 @@ class OpenWatch:
                 self.events.append((self._wd.get(wd, b"?"), buf[i + 16: i + 16 + n].rstrip(b"\0")))
                 i += 16 + n
         os.close(self._fd)
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A running single-node Slurm cluster (tests/slurm_cluster.py); SLURM_CONF points every
+    client at it. For the cluster tests (test_slurm.py, test_dedup.py)."""
+    from tests.slurm_cluster import slurm_cluster
+
+    with slurm_cluster(tmp_path_factory.mktemp("slurm"), timeout=60) as cluster, pytest.MonkeyPatch.context() as mp:
+        for k, v in cluster.env.items():
+            mp.setenv(k, v)
+        yield cluster

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from phi1.ingest.dedup import (
     DedupSignature,
@@ -85,3 +86,96 @@ def test_signature_step_adds_hash_and_minhash():
     (d,) = DedupSignature(PERM, NGRAM, SEED).run(iter([Document(text=GOOD, id="a")]))
     assert d.metadata["hash"] == content_hash(GOOD)
     assert np.frombuffer(d.metadata["minhash"], dtype=np.uint32).shape == (PERM,)
+
+
+# --- distributed dedup: the executor stages take find_duplicates's decisions ----------
+
+def _variant(text: str, *words: tuple[int, str]) -> str:
+    """`text` with its k-th words (\\w+) replaced."""
+    import re
+
+    spans = [m.span() for m in re.finditer(r"\w+", text)]
+    for k, w in sorted(words, reverse=True):
+        a, b = spans[k]
+        text = text[:a] + w + text[b:]
+    return text
+
+
+def _hand_made() -> list[str]:
+    """Documents in global order: copies, near copies, a chain A~B~C with A !~ C, no-word
+    files, unrelated files."""
+    a = (STDLIB / "heapq.py").read_text()[:1500]  # 242 words
+    b = _variant(a, (20, "zb0"), (60, "zb1"))  # MinHash estimates: A~B 0.92, B~C 0.88, A~C 0.82
+    c = _variant(b, (40, "zc0"), (80, "zc1"))
+    other = (STDLIB / "textwrap.py").read_text()[:2500]
+    return [a, other, b, a + "   \n", c, _variant(other, (50, "qqx")), "+-*/", "+-*/  \n", GOOD, c, "# --\n"]
+
+
+def _dedup_on_executor(tmp_path, texts, cfg) -> list[tuple]:
+    """Write `texts` (in global order) as the kept files of 2 ranks (rank = i % 2, each
+    file's rows backwards: not in global order), run the dedup stages on cfg's executor;
+    the verdicts (position, reason, position of the kept one)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from phi1.ingest.dedup import run_dedup
+
+    work = tmp_path / "work"
+    for rank in (0, 1):
+        mine = [i for i in range(len(texts)) if i % 2 == rank][::-1]
+        (work / "kept").mkdir(parents=True, exist_ok=True)
+        (work / "order").mkdir(exist_ok=True)
+        recs = [_record_cfg(texts[i], cfg) for i in mine]
+        pq.write_table(pa.table({"hash": [h for h, _ in recs], "minhash": pa.array([m for _, m in recs], pa.binary())}),
+                       work / "kept" / f"{rank:05d}.parquet")
+        np.save(work / "order" / f"{rank:05d}.npy", np.array(mine, dtype=np.int64))
+    run_dedup(cfg, work)
+    v = pq.read_table(work / "verdicts.parquet").to_pylist()
+    return [(r["pos"], r["reason"], r["dup_of"]) for r in v]
+
+
+def _record_cfg(text, cfg):
+    values = minhash_values(text, cfg.minhash_num_perm, cfg.minhash_ngram, cfg.seed)
+    return content_hash(text), values.tobytes() if values is not None else b""
+
+
+def _single_pass(texts_in_order, cfg) -> list[tuple]:
+    verdicts = find_duplicates([_record_cfg(t, cfg) for t in texts_in_order], cfg.minhash_threshold,
+                               cfg.minhash_num_perm, cfg.seed, exact=cfg.dedup_exact)
+    return [(i, v.reason, v.duplicate_of) for i, v in enumerate(verdicts) if v.reason]
+
+
+@pytest.mark.parametrize("exact,threshold", [(True, 0.85), (False, 0.85), (True, None)])
+def test_distributed_stages_equal_the_single_pass(tmp_path, exact, threshold):
+    from phi1.config import IngestConfig
+
+    cfg = IngestConfig(tasks=2, workers=1, dedup_exact=exact, minhash_threshold=threshold)
+    texts = _hand_made()
+    got = _dedup_on_executor(tmp_path, texts, cfg)
+    assert got == _single_pass(texts, cfg)
+    if exact and threshold:  # what the documents were made for
+        assert got == [(2, "duplicate_near", 0), (3, "duplicate_exact", 0), (5, "duplicate_near", 1),
+                       (7, "duplicate_exact", 6), (9, "duplicate_exact", 4)]
+        # 4 (C) is near 2 (B) only, and B is gone: C stays (first-kept order, not union-find clusters)
+        a, b, c = (minhash_values(texts[i], PERM, NGRAM, SEED) for i in (0, 2, 4))
+        assert np.mean(b == c) >= 0.85 > np.mean(a == c)
+
+
+@pytest.mark.cluster
+def test_distributed_stages_on_slurm(slurm, tmp_path):
+    """The three dedup stages as real Slurm job arrays (the `slurm` fixture of
+    tests/ingest/conftest.py) take the single pass's decisions."""
+    from phi1.config import IngestConfig, SlurmExecutorConfig
+
+    from tests.slurm_cluster import PARTITION
+
+    cfg = IngestConfig(tasks=2, workers=2, executor="slurm", minhash_num_perm=32,
+                       slurm=SlurmExecutorConfig(partition=PARTITION, job_name="phi1-test-dedup", poll_seconds=0.5,
+                                                 mem_per_cpu_gb=1))
+    texts = _hand_made()
+    got = _dedup_on_executor(tmp_path, texts, cfg)
+    assert got == _single_pass(texts, cfg)
+    assert {r for _, r, _ in got} == {"duplicate_exact", "duplicate_near"}
+    logs = tmp_path / "work"
+    for stage, tasks in (("exact", 2), ("buckets", 2), ("cluster", 1)):  # each ran as its own Slurm job
+        assert len(list((logs / f"logs-dedup-{stage}" / "slurm_logs").glob("*.out"))) == tasks

@@ -15,6 +15,7 @@ from phi1.probe import run
 from phi1.probe.suite import load_suite
 from tests.engines.conftest import build_tiny_model
 from tests.no_namespaces import run_without_namespaces
+from tests.training_env import one_thread  # noqa: F401  (autouse: one torch thread)
 
 
 @pytest.mark.gui
@@ -34,13 +35,22 @@ def test_stage_writes_metrics_and_one_mlflow_evaluation_per_checkpoint(workdir, 
 
     n = len(load_suite(libraries=("pygame", "tkinter")))
     metrics = json.loads((workdir / "metrics" / "probe.json").read_text())
-    assert set(metrics) == {"base", "phi1"}
+    assert set(metrics) == {"base", "phi1", "emergence"}
+    em = metrics.pop("emergence")
+    assert (em["base"], em["finetuned"]) == ("base", "phi1")
+    delta = em["solution_loss_delta"]  # phi1 minus base, paired by probe, with its t interval
+    assert delta["n"] == n and delta["ci95"]["low"] <= delta["mean"] <= delta["ci95"]["high"]
+    assert delta["mean"] == pytest.approx(metrics["phi1"]["solution_loss"] - metrics["base"]["solution_loss"])
+    assert set(em["by_library"]) == {"pygame", "tkinter"}
     for name, m in metrics.items():
-        assert {"pass_rate", "api_validity", "by_library"} <= set(m)
+        assert {"pass_rate", "api_validity", "by_library", "solution_loss", "api_topk"} <= set(m)
+        assert m["solution_loss"] > 0 and 0 <= m["api_topk"] <= 1 and m["api_names"] > 0
+        assert all(m["by_library"][lib]["solution_loss"] > 0 for lib in ("pygame", "tkinter"))
         assert m["pass_rate"] == 0.0  # a random 2-layer model writes no working program
         assert set(m["by_library"]) == {"pygame", "tkinter"}
         rows = [json.loads(x) for x in (workdir / "reports/probe" / name / "results.jsonl").read_text().splitlines()]
         assert len(rows) == n and all("parses" in r and "api_chains" in r for r in rows)
+        assert sum(r["solution_nats_per_char"] for r in rows) / n == pytest.approx(m["solution_loss"])
         assert all(r["isolation"] == "namespaces" for r in rows)
         summary = json.loads((workdir / "reports/probe" / name / "summary.json").read_text())
         assert summary["isolation"] == "namespaces"
@@ -52,6 +62,8 @@ def test_stage_writes_metrics_and_one_mlflow_evaluation_per_checkpoint(workdir, 
     parent = [r for r in runs if r.info.run_name == "probe"]
     children = [r for r in runs if r.data.tags.get("phi1.stage") == "probe" and "phi1.checkpoint" in r.data.tags]
     assert len(parent) == 1
+    assert parent[0].data.metrics["emergence.solution_loss_delta.mean"] == pytest.approx(delta["mean"])
+    assert parent[0].data.metrics["emergence.solution_loss_delta.ci95.low"] == pytest.approx(delta["ci95"]["low"])
     assert sorted(r.info.run_name for r in children) == ["base/probe", "phi1/probe"]
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
@@ -60,9 +72,13 @@ def test_stage_writes_metrics_and_one_mlflow_evaluation_per_checkpoint(workdir, 
         assert child.data.params["sandbox.isolation"] == "namespaces"
         assert child.data.metrics["probe_pass/mean"] == 0.0  # the MLflow evaluation's own metric
         assert "tkinter.pass_rate" in child.data.metrics
+        ckpt = child.data.tags["phi1.checkpoint"]
+        assert child.data.metrics["solution_loss"] == pytest.approx(metrics[ckpt]["solution_loss"])
+        assert child.data.metrics["probe_solution_loss/mean"] == pytest.approx(metrics[ckpt]["solution_loss"])
+        assert child.data.metrics["tkinter.api_topk"] == pytest.approx(metrics[ckpt]["by_library"]["tkinter"]["api_topk"])
         table = mlflow.load_table("eval_results_table.json", run_ids=[child.info.run_id])
         assert len(table) == n and {"probe_id", "library", "prompt", "outputs", "passed", "runs",
-                                    "api_invalid"} <= set(table.columns)
+                                    "api_invalid", "solution_nats_per_char", "api_topk_hits"} <= set(table.columns)
 
 
 @pytest.mark.gui

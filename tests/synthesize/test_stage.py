@@ -45,7 +45,7 @@ def test_extractive_stage_writes_checked_diverse_outputs(workdir, filtered):
     assert metrics["sandbox_isolation"] == "namespaces"
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    run_data = mlflow.search_runs(experiment_names=["phi1-test"], filter_string="tags.`phi1.stage` = 'synthesize'")
+    run_data = mlflow.search_runs(experiment_names=["phi1-test-data"], filter_string="tags.`phi1.stage` = 'synthesize'")
     assert len(run_data) == 1
     assert run_data.iloc[0]["metrics.exercises.n"] == m["n"]
     assert "metrics.exercises.near_duplicate_rate" in run_data.columns
@@ -78,7 +78,7 @@ def test_without_namespaces_the_checks_fail_closed_before_any_work(workdir, filt
     assert proc.stderr.count("\n") == 1 and "--unsafe-guard (or set synthesize.unsafe_guard: true)" in proc.stderr
     assert not any((workdir / p).exists() for p in ("tb", "ex", "m.json"))
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    assert mlflow.search_runs(experiment_names=["phi1-test"], output_format="list") == []
+    assert mlflow.search_runs(experiment_names=["phi1-test-data"], output_format="list") == []
 
 
 @pytest.mark.slow
@@ -89,6 +89,6 @@ def test_without_namespaces_unsafe_guard_checks_under_the_guard_and_says_so(work
     assert metrics["sandbox_isolation"] == "guard"
     assert metrics["exercises"]["dropped"]["examples_failed"] >= 1  # the checks still judged
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["phi1-test"], output_format="list")
+    runs = mlflow.search_runs(experiment_names=["phi1-test-data"], output_format="list")
     assert len(runs) == 1 and runs[0].data.tags["phi1.sandbox"] == "guard"
     assert runs[0].data.params["unsafe_guard"] == "true"

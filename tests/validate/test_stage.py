@@ -227,7 +227,7 @@ def test_run_writes_report_and_logs_to_mlflow_also_on_failure(workdir, small_cor
     assert "filtered" in index and str(workdir) not in index  # relative links: the folder can move
     assert len(list((out / "data_docs/validations").rglob("*.html"))) == 3
 
-    (run_,) = mlflow.search_runs(experiment_names=["phi1-test"], output_format="list")
+    (run_,) = mlflow.search_runs(experiment_names=["phi1-test-data"], output_format="list")
     assert run_.data.metrics["filtered.success"] == 1.0
     assert run_.data.tags["validate.success"] == "true"
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_.info.run_id, "validation")}
@@ -342,3 +342,41 @@ def test_report_folder_is_the_same_bytes_on_every_run(tmp_path, small_corpus, mo
     index = report("three")["index.html"].decode()
     assert "1 of 2 suites FAILED" in index and '<tr class="fail"><td>annotations</td><td>FAILED</td>' in index
     assert "<td>annotations</td><td>expect_column_values_to_be_in_set</td><td>label</td>" in index
+
+
+def test_batches_give_the_result_of_one_whole_table_run(tmp_path, small_corpus):
+    """Failures spread over several batches (shards of 8 rows, batches of 3): the counts,
+    the first unexpected values and their row numbers, the verdicts and the order of
+    results are those of a run that sees the whole table at once."""
+    def corrupt(rows):
+        for i in (1, 9, 17):  # a bad score in three batches and shards
+            rows[i]["score"] = 1.5 + i
+        rows[12]["id"] = rows[4]["id"]  # a duplicate across batches (and shards)
+        rows[13]["label"] = None
+
+    paths = build_datasets(tmp_path, small_corpus, {"annotations": corrupt})
+    metrics = tmp_path / "metrics/filter.json"
+    datasets = {"annotations": paths["annotations"], "raw": paths["raw"]}
+    batched = validate(datasets, EXPECTATIONS, metrics, batch_rows=3)
+    whole = validate(datasets, EXPECTATIONS, metrics, batch_rows=10_000)
+    for b, w in zip(batched, whole):
+        assert b.result["results"] == w.result["results"] and b.result["statistics"] == w.result["statistics"]
+        # all but the batch fingerprint, hashed batch by batch (an int column with a null in
+        # one batch is float64 there alone, so the hashes differ from the whole frame's)
+        drop = {"batch_markers"}
+        assert {k: v for k, v in b.result["meta"].items() if k not in drop} == \
+            {k: v for k, v in w.result["meta"].items() if k not in drop}
+    by_type = {(r["expectation_config"]["type"], r["expectation_config"]["kwargs"].get("column")): r["result"]
+               for r in batched[0].result["results"]}
+    score = by_type[("expect_column_values_to_be_between", "score")]
+    assert score["unexpected_count"] == 3 and score["partial_unexpected_index_list"] == [1, 9, 17]
+    assert by_type[("expect_column_values_to_be_unique", "id")]["unexpected_count"] == 2
+    assert by_type[("expect_column_values_to_not_be_null", "label")]["unexpected_count"] == 1
+    assert by_type[("expect_table_row_count_to_be_between", None)]["observed_value"] == 20
+    assert not batched[0].success and batched[1].success
+
+
+def test_batches_must_hold_a_row(tmp_path, small_corpus):
+    paths = build_datasets(tmp_path, small_corpus)
+    with pytest.raises(Phi1Error, match="batch_rows must be >= 1"):
+        validate({"raw": paths["raw"]}, EXPECTATIONS, tmp_path / "metrics/filter.json", batch_rows=0)

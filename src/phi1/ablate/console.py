@@ -18,6 +18,7 @@ from phi1.ablate.stats import SUMMARY_METRICS, verdicts
 HEADERS = {"humaneval_pass@1": "HE pass@1", "mbpp_pass@1": "MBPP pass@1",
            "humaneval_solution_loss": "HE loss/tok", "mbpp_solution_loss": "MBPP loss/tok",
            "humaneval_solution_nats_per_char": "HE loss/char", "mbpp_solution_nats_per_char": "MBPP loss/char",
+           "probe_solution_nats_per_char": "probe loss/char", "probe_emergence_delta": "probe ft-base",
            "pretrain_val_loss": "pretrain val", "finetune_val_loss": "finetune val",
            "tokens_seen": "tokens seen", "pretrain_pool_tokens": "pool tokens"}
 
@@ -35,7 +36,8 @@ def table(rows: Sequence[dict[str, Any]], title: str = "phi1 ablation"):
     from rich.table import Table
 
     t = Table(title=title)
-    cols = [c for c in COLUMNS if c not in ("exp", "exp_rev") and not c.endswith("_truncated")]
+    cols = [c for c in COLUMNS if c not in ("exp", "exp_rev") and not c.endswith("_truncated") and "_ci95_" not in c
+            and (not c.startswith("probe_") or any(r.get(c) is not None for r in rows))]
     for c in cols:
         t.add_column(HEADERS.get(c, c), justify="left" if c in ("variant", "checkpoint") else "right")
     for r in rows:
@@ -50,11 +52,13 @@ def summary_table(stats: dict[str, Any], title: str = "mean +- sd over seeds"):
     t = Table(title=title)
     for c in ("variant", "checkpoint", "seeds"):
         t.add_column(c)
-    for m in SUMMARY_METRICS:
+    metrics = [m for m in SUMMARY_METRICS if not m.startswith("probe_")  # probe: when the exps ran it
+               or any(e[f"{m}_mean"] is not None for e in stats.get("summary", []))]
+    for m in metrics:
         t.add_column(HEADERS[m], justify="right")
     for e in stats.get("summary", []):
         cells = []
-        for m in SUMMARY_METRICS:
+        for m in metrics:
             mean, sd = e[f"{m}_mean"], e[f"{m}_sd"]
             cells.append("-" if mean is None else f"{mean:.4f}" + ("" if sd is None else f" +- {sd:.4f}"))
         t.add_row(e["variant"], e["checkpoint"], ",".join(str(x) for x in e["seeds"]), *cells)

@@ -13,7 +13,10 @@ from phi1.ablate.stats import statistics
 
 def figure(rows: Sequence[dict[str, Any]]) -> bytes:
     """Figure 2.1 in the paper's style as PNG bytes: HumanEval pass@1 and the solution
-    loss per character of HumanEval and MBPP."""
+    loss per character of HumanEval and MBPP; when the exps ran the probe stage, the probe
+    solution loss too (emergence: finetuned vs base on Pygame/Tkinter/matplotlib code that
+    CodeExercises never shows), each variant labelled with finetuned - base and its 95%
+    t interval over probes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,6 +30,9 @@ def figure(rows: Sequence[dict[str, Any]]) -> bytes:
         ("humaneval_solution_nats_per_char", "HumanEval solution loss\n(nats/char, lower is better; axis zoomed)", 1.0, None),
         ("mbpp_solution_nats_per_char", "MBPP solution loss\n(nats/char, lower is better; axis zoomed)", 1.0, None),
     ]
+    if any(r.get("probe_solution_nats_per_char") is not None for r in rows):
+        panels.append(("probe_solution_nats_per_char", "Probe solution loss, Pygame/Tkinter/mpl\n"
+                       "(nats/char, lower is better; axis zoomed)", 1.0, None))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
     width = 0.38
     colors = {"base": "#9ecae1", "phi1": "#3182bd"}
@@ -48,7 +54,14 @@ def figure(rows: Sequence[dict[str, Any]]) -> bytes:
                     ys = [r[key] * scale for r in rows if r["variant"] == v and r["checkpoint"] == ckpt
                           and r.get(key) is not None]
                     ax.scatter([xs[j]] * len(ys), ys, s=9, color="#222", zorder=3)
-        ax.set_xticks(range(len(variants)), variants, fontsize=8)
+        ticks = variants
+        if key == "probe_solution_nats_per_char":  # the emergence delta, paired by probe
+            ticks = [v + "".join(f"\nft-base {r['probe_emergence_delta']:+.3f} [{r['probe_emergence_ci95_low']:+.3f}, "
+                                 f"{r['probe_emergence_ci95_high']:+.3f}]" if r.get("probe_emergence_ci95_low") is not None
+                                 else f"\nft-base {r['probe_emergence_delta']:+.3f}"
+                                 for r in rows if r["variant"] == v and r.get("probe_emergence_delta") is not None)
+                     for v in variants]
+        ax.set_xticks(range(len(variants)), ticks, fontsize=8 if ticks is variants else 6)
         ax.set_ylabel(label, fontsize=9)
         if scale == 1.0:
             finite = [r.get(key) for r in rows if r.get(key) is not None]

@@ -156,7 +156,7 @@ def enqueue(dvc: Dvc, the_plan: dict[str, list[str]], target: str) -> None:
         args = ["exp", "run", "--queue", "--allow-missing", "--name", name]
         for s in sets:
             args += ["-S", s]
-        dvc(*args, target)
+        dvc(*args, *target.split(","))  # `evaluate,probe`: both stages
 
 
 def wait(dvc: Dvc, names: Sequence[str], progress: Progress, poll: float = 10.0, timeout: Optional[float] = None,

@@ -15,6 +15,13 @@ shows. It is exact while no solution is cut by the model's context
 (`*_solution_truncated` counts the tasks cut, prompt first, so most lose context only);
 validation losses are per token on each variant's own held-out text, so not comparable
 across variants either.
+
+Probe columns, when the exps also ran the probe stage (`phi1 ablate --target
+evaluate,probe`): `probe_solution_nats_per_char` (metrics/probe.json's `<ckpt>.solution_loss`,
+the mean over probes of nats per character, so comparable across variants) and, on the
+finetuned row, `probe_emergence_delta` with `probe_emergence_ci95_low`/`_high`: finetuned
+minus base, paired by probe, with its 95% Student-t interval (`emergence.solution_loss_delta`),
+which is an interval even with one seed.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ COLUMNS = (
     "variant", "checkpoint", "seed", "humaneval_pass@1", "mbpp_pass@1",
     "humaneval_solution_loss", "mbpp_solution_loss",
     "humaneval_solution_nats_per_char", "mbpp_solution_nats_per_char",
+    "probe_solution_nats_per_char", "probe_emergence_delta", "probe_emergence_ci95_low", "probe_emergence_ci95_high",
     "pretrain_val_loss", "finetune_val_loss", "tokens_seen", "pretrain_pool_tokens",
     "humaneval_solution_truncated", "mbpp_solution_truncated", "exp", "exp_rev",
 )
@@ -116,6 +124,9 @@ def rows_of(name: str, exp: dict) -> list[dict[str, Any]]:
     data = exp["data"]
     ev, pre, fin = _metrics(data, "metrics/eval.json"), _metrics(data, "metrics/pretrain.json"), _metrics(data, "metrics/finetune.json")
     tok = _metrics(data, "metrics/tokenize.json")
+    probe = _metrics(data, "metrics/probe.json")
+    emergence = probe.get("emergence") if isinstance(probe.get("emergence"), dict) else {}
+    delta = emergence.get("solution_loss_delta") if isinstance(emergence.get("solution_loss_delta"), dict) else {}
     eval_params = params(data).get("evaluate") or {}
     variant = split_exp_name(name)[0]
     seed = (params(data).get("pretrain") or {}).get("seed")
@@ -134,6 +145,11 @@ def rows_of(name: str, exp: dict) -> list[dict[str, Any]]:
                 per_char = m["solution_loss"] * m["solution_tokens"] / chars[bm]
             row[f"{bm}_solution_nats_per_char"] = per_char
             row[f"{bm}_solution_truncated"] = m.get("solution_truncated")
+        row["probe_solution_nats_per_char"] = (probe.get(ckpt) or {}).get("solution_loss")
+        tuned = ckpt == emergence.get("finetuned") and emergence.get("base") in CHECKPOINTS
+        ci = (delta.get("ci95") or {}) if tuned else {}
+        row["probe_emergence_delta"] = delta.get("mean") if tuned else None
+        row["probe_emergence_ci95_low"], row["probe_emergence_ci95_high"] = ci.get("low"), ci.get("high")
         row["pretrain_val_loss"] = pre.get("final_val_loss")
         row["finetune_val_loss"] = fin.get("final_val_loss") if ckpt == "phi1" else None
         seen = pre.get("tokens_seen", pre.get("tokens"))

@@ -14,7 +14,8 @@ from typing import Any, Optional, Sequence
 from phi1.ablate.plan import CHECKPOINTS
 
 # The numbers compared across variants (per-token losses are not comparable: own tokenizers).
-SUMMARY_METRICS = ("humaneval_pass@1", "mbpp_pass@1", "humaneval_solution_nats_per_char", "mbpp_solution_nats_per_char")
+SUMMARY_METRICS = ("humaneval_pass@1", "mbpp_pass@1", "humaneval_solution_nats_per_char", "mbpp_solution_nats_per_char",
+                   "probe_solution_nats_per_char")
 
 
 def mean_sd(values: Sequence[Optional[float]]) -> tuple[Optional[float], Optional[float]]:

@@ -26,6 +26,17 @@ def removed_ids(flags: Iterable[Flag], tau: float, eps: float = 1e-9) -> dict[st
     return out
 
 
+def task_scores(flags: Iterable[Flag]) -> dict[str, dict[str, float]]:
+    """{benchmark: {task_id: the highest score of any flag on it}}: every task with a flag
+    (a score at or above the lowest threshold asked about); a task is similar at tau when
+    its score is at or above tau, as in `sweep`. Tasks absent scored below every tau."""
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for f in flags:
+        got = out[f["benchmark"]]
+        got[f["task_id"]] = max(got.get(f["task_id"], f["score"]), f["score"])
+    return {b: dict(sorted(v.items())) for b, v in sorted(out.items())}
+
+
 def sweep(flags: Sequence[Flag], taus: Sequence[float], datasets: Sequence[str], benchmarks: dict[str, int],
           detectors: Sequence[str], eps: float = 1e-9) -> list[dict[str, Any]]:
     """One row per tau (highest first): items removed per dataset, tasks with a similar
@@ -83,4 +94,4 @@ def plot_sweep(table: Sequence[dict[str, Any]], benchmarks: dict[str, int], path
     plt.close(fig)
 
 
-__all__ = ["Flag", "sweep", "removed_ids", "plot_sweep"]
+__all__ = ["Flag", "sweep", "task_scores", "removed_ids", "plot_sweep"]

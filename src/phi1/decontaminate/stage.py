@@ -234,7 +234,7 @@ def _task_vectors(embedder, refs, cache_path: str | None, progress: bool):
 def run(cfg: DecontaminateConfig, datasets: Mapping[str, str | Path], out: str | Path, report_path: str | Path,
         plot_path: str | Path, metrics_path: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run the stage; return the metrics it wrote."""
-    from phi1.decontaminate.report import plot_sweep, removed_ids, sweep
+    from phi1.decontaminate.report import plot_sweep, removed_ids, sweep, task_scores
     from phi1.tracking import numeric_metrics, split_run_figures, stage_run, tracked_metrics
 
     start = time.perf_counter()
@@ -287,6 +287,9 @@ def run(cfg: DecontaminateConfig, datasets: Mapping[str, str | Path], out: str |
             "sweep": table,
             "ast_pairs": result["ast"],
             "n_flagged": len(flags),
+            # per task, its highest score (at or above score_floor): evaluate's Table 3 split
+            "score_floor": min(min(cfg.sweep), cfg.tau),
+            "task_scores": task_scores(flags),
             "flagged": flags[: cfg.max_flagged_in_report],
         }
         staged.json(report_path, split_run_figures(report)[0])  # without timings, like the metrics

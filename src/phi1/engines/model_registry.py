@@ -25,6 +25,11 @@ candidate's and champion's values, its rule and a verdict: pass, fail or skip):
 - one per `gate_metrics` entry, `metric: higher|lower`: the candidate is not worse than
   the champion by more than `tolerance` (candidate >= champion - tolerance when higher
   is better, <= champion + tolerance when lower is better, as for solution loss).
+- floors, absolute (`min_pass_at_1` per benchmark, `min_probe_pass_rate`,
+  `max_solution_loss` per benchmark): `min.<tag>` passes when the candidate's value is at
+  least the bound, `max.<tag>` when at most, whatever the champion; the defaults (pass
+  rates >= 0, solution losses <= 8 nats, under a uniform guess over the demo's
+  4096-token vocabulary, ln 4096 = 8.3) let the demo model through.
 - improvement (`require_improvement`): at least one gated metric is strictly better than
   the champion's, or there is no champion.
 So the rule is: no gated metric worse by more than the tolerance, and at least one
@@ -245,6 +250,8 @@ def evaluate_gates(cfg: RegisterConfig, candidate: dict[str, str], champion: Opt
             gates.append(Gate("contamination", "pass" if left == 0 else "fail", left, champ_left, rule,
                               "" if left == 0 else f"{left} items left", "contamination.sweep", "lower"))
 
+    gates.extend(floor_gates(cfg, candidate, champion, missing))
+
     tol = cfg.tolerance
     gains: dict[str, float] = {}  # metric -> how much better than the champion (negative: worse)
     for key, direction in cfg.gate_metrics.items():
@@ -287,6 +294,36 @@ def evaluate_gates(cfg: RegisterConfig, candidate: dict[str, str], champion: Opt
     return gates
 
 
+def floors(cfg: RegisterConfig) -> list[tuple[str, str, float]]:
+    """The absolute gates of `cfg` as (metric tag, higher|lower, bound): `min_pass_at_1`
+    per benchmark, `min_probe_pass_rate`, `max_solution_loss` per benchmark."""
+    out = [(f"eval.{b}.pass_at_1", "higher", float(v)) for b, v in cfg.min_pass_at_1.items()]
+    if cfg.min_probe_pass_rate is not None:
+        out.append(("probe.pass_rate", "higher", float(cfg.min_probe_pass_rate)))
+    return out + [(f"eval.{b}.solution_loss", "lower", float(v)) for b, v in cfg.max_solution_loss.items()]
+
+
+def floor_gates(cfg: RegisterConfig, candidate: dict[str, str], champion: Optional[dict[str, str]],
+                missing) -> list[Gate]:
+    """One gate per floor (`min.<tag>`: at least the bound) and ceiling (`max.<tag>`: at
+    most): the candidate's own value against an absolute bound, whatever the champion."""
+    gates = []
+    for key, direction, bound in floors(cfg):
+        higher = direction == "higher"
+        name, rule = (f"min.{key}", f">= {bound:g}") if higher else (f"max.{key}", f"<= {bound:g}")
+        value = _float(candidate, key)
+        if value is None:
+            g = missing(name, key, rule, direction)
+            gates.append(Gate(name, g.verdict, None, _float(champion, key) if champion else None, rule, g.note,
+                              key, direction))
+            continue
+        ok = value >= bound - _EPS if higher else value <= bound + _EPS
+        note = ("" if ok else f"{'under the floor' if higher else 'over the ceiling'} by {abs(value - bound):.4g}")
+        gates.append(Gate(name, "pass" if ok else "fail", value, _float(champion, key) if champion else None,
+                          rule, note, key, direction))
+    return gates
+
+
 def refusals(decision: Decision) -> list[str]:
     """One line per failing gate: why `decision`'s version was (or would be) refused."""
     lines = []
@@ -296,6 +333,8 @@ def refusals(decision: Decision) -> list[str]:
         if g.name == "experiment":
             lines.append(f"experiment: v{decision.version} was registered by experiment {g.candidate!r}; "
                          f"only naming it lifts this gate: phi1 promote --version {decision.version}")
+        elif g.metric and g.name in (f"min.{g.metric}", f"max.{g.metric}"):  # an absolute floor or ceiling
+            lines.append(f"{g.name}: {g.metric} = {_fmt(g.candidate)}, rule {g.metric} {g.rule}: {g.note}")
         elif g.direction and g.metric == g.name:
             lines.append(f"{g.name} ({g.direction} is better): {_fmt(g.candidate)} against the champion's "
                          f"{_fmt(g.champion)}, rule {g.rule}: {g.note}")
@@ -481,7 +520,7 @@ def rollback_line(decision: Decision) -> str:
     return f"{decision.model}: champion v{decision.previous_champion} -> v{decision.version}"
 
 __all__ = [
-    "Gate", "Decision", "client", "register_version", "evaluate_gates", "contamination_left",
+    "Gate", "Decision", "client", "register_version", "evaluate_gates", "contamination_left", "floors", "floor_gates",
     "promote", "record", "refusals", "rollback", "gate_table", "verdict_line", "rollback_line", "registry_lock", "lock_path", "find_logged_model",
     "CHAMPION", "CHALLENGER", "EXPERIMENT_TAG", "CHECKPOINT_TAG",
 ]

@@ -6,7 +6,9 @@
 
 Modules: generate (prompts -> samples with any local HF causal LM), execute (samples ->
 verdicts in the sandbox, pass@k), timeouts (per-task time limits calibrated from the
-references' CPU time), stage (the `evaluate` stage with its MLflow evaluations). The engines it drives (sandbox, benchmarks,
+references' CPU time), table3 (scores on the tasks similar / not similar to the
+training data per the decontaminate report, phi-1's Table 3), stage (the `evaluate`
+stage with its MLflow evaluations). The engines it drives (sandbox, benchmarks,
 generation, solution_loss, passk) are on the ground floor, phi1.engines.
 """
 

@@ -20,6 +20,14 @@ Time limits (timeouts.py): calibrated per task from the references' CPU time on 
 machine (cached per machine; `timeout` overrides them); summary.json records only how
 (`time_limits`: mode, floor, factor), the limits themselves go to each evaluation
 (params `time_limits.*`, the artifact `time_limits.json`, the table's `cpu_limit`).
+Table 3 of phi-1 (table3.py): at each tau of the decontamination sweep, pass@k and
+solution loss of each checkpoint on the tasks similar and not similar to the training
+data (per `contamination`, the decontaminate report: some detector scored a training
+item >= tau against the task), with the task counts, among the tasks evaluated (`limit`
+for pass@k, `solution_loss_limit` for the loss): `<out>/table3.json`, and per
+evaluation the metrics `table3.tau_<tau>.<similar|not_similar>.<metric>` and the
+artifact `table3.json`. HumanEval, and MBPP when `mbpp_split` is test (the split the
+report scored). Without a report (outside DVC) there is no Table 3, and a line says so.
 Nothing is written under `out` or to the metrics file unless every evaluation finished,
 and nothing runs where the sandbox has no namespaces and `unsafe_guard` is false.
 """
@@ -32,6 +40,8 @@ from typing import Optional, Sequence
 
 from phi1.config import EvaluateConfig
 from phi1.engines import benchmarks
+from phi1.errors import Phi1Error
+from phi1.evaluate import table3
 from phi1.evaluate.execute import Scored, score, write_results
 from phi1.evaluate.timeouts import TimeLimits, resolve
 from phi1.engines.progress import progress_bar
@@ -42,20 +52,26 @@ from phi1.engines.solution_loss import SolutionLoss, solution_loss
 from phi1.io import atomic_dir, write_json
 
 
-def run(cfg: EvaluateConfig, out: str | Path, metrics_path: str | Path) -> dict:
-    """Run the stage; returns what it writes to `metrics_path`."""
+def run(cfg: EvaluateConfig, out: str | Path, metrics_path: str | Path,
+        contamination_path: Optional[str | Path]) -> dict:
+    """Run the stage; returns what it writes to `metrics_path`. `contamination_path`: the
+    decontaminate report Table 3 splits the tasks by (None or missing: no Table 3)."""
     import mlflow
 
     from phi1.tracking import metric_key, stage_run
 
     for ckpt in cfg.checkpoints:
         check_model_dir(ckpt, "evaluate.checkpoints")
+    t3: list[dict] = []
+    skipped: dict[str, str] = {}
     metrics: dict[str, dict] = {}
     limits: dict[str, TimeLimits] = {}  # per benchmark, shared by the checkpoints
     # The sandbox first: where it refuses to run (no namespaces, no unsafe_guard), nothing is written.
     with open_sandbox(cfg.workers, unsafe_guard=cfg.unsafe_guard, param="evaluate.unsafe_guard") as box, \
             atomic_dir(out, cfg.checkpoints) as tmp, \
-            stage_run("evaluate", cfg, inputs=list(cfg.checkpoints), tags={"phi1.sandbox": box.isolation}):
+            stage_run("evaluate", cfg, inputs=list(cfg.checkpoints) + _existing(contamination_path),
+                      tags={"phi1.sandbox": box.isolation}):
+        sim = _similarity(contamination_path)  # before the slow part: a bad report fails now
         for ckpt in cfg.checkpoints:
             lm = load_model(ckpt)
             name = lm.name
@@ -85,12 +101,46 @@ def run(cfg: EvaluateConfig, out: str | Path, metrics_path: str | Path) -> dict:
                 if loss is not None:
                     metrics[name][bm].update(loss.metrics())
                     write_samples(folder / "solution_loss.jsonl", loss.per_task)  # any rows as JSONL
-                _log_evaluation(mlflow, name, str(ckpt), bm, tasks, scored, cfg.k, loss)
+                rows = None
+                if sim is not None and (why := table3.covers(sim, bm, cfg.mbpp_split)) is None:
+                    rows = table3.subset_rows(sim, bm, scored.per_task, loss.per_task if loss else None, cfg.k)
+                    t3.extend({"checkpoint": name, "benchmark": bm, **r} for r in rows)
+                elif sim is not None:
+                    skipped[bm] = why
+                _log_evaluation(mlflow, name, str(ckpt), bm, tasks, scored, cfg.k, loss, rows)
                 mlflow.log_metrics({f"{name}.{bm}.{metric_key(k)}": v for k, v in {**passk, **fit}.items()})
                 if loss is not None:
                     mlflow.log_metrics({f"{name}.{bm}.{k}": v for k, v in loss.metrics().items()})
+        if sim is not None:
+            write_json(tmp / "table3.json", {
+                "source": str(contamination_path), "rule": table3.RULE, "taus": list(sim.taus),
+                "limit": cfg.limit, "solution_loss_limit": cfg.solution_loss_limit if cfg.solution_loss else None,
+                "note": "subsets among the tasks evaluated: pass@k over n_tasks (evaluate.limit), solution "
+                        "loss over solution_tasks (solution_loss_limit); tasks_similar_total counts the "
+                        "whole benchmark",
+                "skipped": skipped, "rows": t3})
         write_json(metrics_path, metrics)
     return metrics
+
+
+def _existing(path: Optional[str | Path]) -> list[str | Path]:
+    return [path] if path is not None and Path(path).is_file() else []
+
+
+def _similarity(path: Optional[str | Path]) -> Optional[table3.Similarity]:
+    """The contamination report's per-task similarity, or None (a line on stderr) when
+    there is no report: then no Table 3."""
+    import sys
+
+    if path is None or not Path(path).is_file():
+        print(f"evaluate: no contamination report {path}: Table 3 (similar / not similar tasks) not written",
+              file=sys.stderr, flush=True)
+        return None
+    try:
+        report = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise Phi1Error(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    return table3.similarity(report, path)
 
 
 def _solution_loss(lm, bm: str, cfg: EvaluateConfig) -> SolutionLoss:
@@ -148,7 +198,7 @@ def _pass_at_k_metric(k: int):
 
 
 def _log_evaluation(mlflow, name: str, ckpt: str, bm: str, tasks, scored: Scored, ks,
-                    loss: Optional[SolutionLoss] = None) -> None:
+                    loss: Optional[SolutionLoss] = None, table3_rows: Optional[list[dict]] = None) -> None:
     """One nested MLflow run holding the evaluation of a checkpoint on a benchmark."""
     df = per_task_frame(tasks, scored)
     from phi1.tracking import metric_key, nested_run
@@ -174,5 +224,8 @@ def _log_evaluation(mlflow, name: str, ckpt: str, bm: str, tasks, scored: Scored
         if loss is not None:
             mlflow.log_metrics(loss.metrics())
             mlflow.log_text("".join(json.dumps(r) + "\n" for r in loss.per_task), "solution_loss.jsonl")
+        if table3_rows is not None:  # Table 3: similar / not similar tasks at each tau
+            mlflow.log_metrics(table3.mlflow_metrics(table3_rows))
+            mlflow.log_dict({"rule": table3.RULE, "rows": table3_rows}, "table3.json")
         mlflow.log_dict(scored.summary, "summary.json")
         mlflow.log_text("".join(json.dumps(r) + "\n" for r in scored.rows), "results.jsonl")

@@ -139,3 +139,243 @@ def find_duplicates(
             signatures[i] = values
         verdicts.append(Verdict())
     return verdicts
+
+
+# ---------------------------------------------------------------------------------------
+# Distributed dedup: datatrove pipeline steps, each stage its own executor run.
+#
+# The single-pass `find_duplicates` above holds every signature and the LSH index in one
+# process. The stage runs the same decisions as three executor runs over the kept parquet
+# files the read-and-filter pipeline wrote (`kept/<rank>.parquet`, columns hash and
+# minhash) and the global order the stage computes from their metadata
+# (`order/<stem>.npy`: each row's position in the global order):
+#
+#   ExactDedupShard   tasks: cfg.tasks   hashes sharded by prefix; per hash, every later
+#                                        position is a duplicate_exact of the first
+#   NearDedupBuckets  tasks: cfg.tasks   a slice of each LSH band's values (datasketch's
+#                                        (b, r) for the threshold), band by band; sorted,
+#                                        equal bands -> pairs (later, earlier) whose
+#                                        MinHash estimate reaches the threshold
+#   NearDedupCluster  tasks: 1           in global order: a document with a pair to an
+#                                        earlier document still kept is duplicate_near
+#                                        of the smallest such one
+#
+# This is the design of datatrove's MinhashDedupSignature/Buckets/Cluster/Filter (its
+# steps would change the output: other shingles and hashes, no Jaccard check on a bucket
+# match, and union-find clusters keep their root rather than the first document), built
+# so that the decisions equal `find_duplicates`'s exactly: a later copy of a hash shares
+# every band with the first, so collapsing equal hashes inside a band group is the same
+# as leaving exact duplicates out; and "a pair to an earlier kept document" is exactly
+# what the LSH query against the documents inserted so far finds.
+# ---------------------------------------------------------------------------------------
+
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band): the parameters datasketch's MinHashLSH picks for the threshold."""
+    from datasketch.lsh import _optimal_param
+
+    return _optimal_param(threshold, num_perm, 0.5, 0.5)
+
+
+def _kept_files(work: str) -> list[str]:
+    import glob
+    import os
+
+    return sorted(glob.glob(os.path.join(work, "kept", "*.parquet")))
+
+
+def _positions(work: str, kept_file: str) -> np.ndarray:
+    import os
+
+    stem = os.path.basename(kept_file).removesuffix(".parquet")
+    return np.load(os.path.join(work, "order", f"{stem}.npy"))
+
+
+def _hash_shard(h: str, shards: int) -> int:
+    return int(h[:12], 16) % shards
+
+
+def _write_table(path: str, columns: dict) -> None:
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    columns = {k: v if isinstance(v, pa.Array) else pa.array(v, pa.int64()) for k, v in columns.items()}
+    pq.write_table(pa.table(columns), path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+class _DedupStage(PipelineStep):
+    type = "🫂 - DEDUP"
+
+    def __init__(self, work: str):
+        super().__init__()
+        self.work = str(work)
+
+
+class ExactDedupShard(_DedupStage):
+    """Exact dedup of one hash shard (hash prefix modulo world_size): writes
+    `exact/<rank>.parquet` (pos, dup_of) of every document whose normalised hash appeared
+    at an earlier position."""
+
+    name = "phi1 exact dedup"
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        import pyarrow.parquet as pq
+
+        first: dict[str, int] = {}
+        later: list[tuple[str, int]] = []
+        with self.track_time():
+            for f in _kept_files(self.work):
+                hashes = pq.read_table(f, columns=["hash"]).column("hash").to_pylist()
+                pos = _positions(self.work, f)
+                for h, p in zip(hashes, pos.tolist(), strict=True):
+                    if _hash_shard(h, world_size) != rank:
+                        continue
+                    q = first.get(h)
+                    if q is None:
+                        first[h] = p
+                    else:
+                        later.append((h, max(p, q)))
+                        first[h] = min(p, q)
+            dups = sorted((p, first[h]) for h, p in later)
+            self.stat_update("duplicate_exact", value=len(dups))
+            _write_table(f"{self.work}/exact/{rank:05d}.parquet",
+                         {"pos": [p for p, _ in dups], "dup_of": [q for _, q in dups]})
+        return iter(())
+
+
+class NearDedupBuckets(_DedupStage):
+    """One slice (rank of world_size) of every LSH band, band by band: the documents
+    whose first value in the band is rank modulo world_size. Writes `edges/<rank>.parquet`
+    (pos, other) for every pair with equal band values whose MinHash estimate of
+    Jaccard similarity reaches the threshold, pos the later one. With exact dedup on,
+    only the first document of each hash takes part (its later copies share every band
+    and are exact duplicates). A task holds 1/world_size of one band's signatures."""
+
+    name = "phi1 near dedup buckets"
+
+    def __init__(self, work: str, threshold: float, num_perm: int, exact: bool):
+        super().__init__(work)
+        self.threshold, self.num_perm, self.exact = threshold, num_perm, exact
+        self.bands, self.rows = lsh_bands(threshold, num_perm)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        edges: set[tuple[int, int]] = set()  # a pair found in several bands counts once
+        with self.track_time():
+            for band in range(self.bands):
+                lo, hi = band * self.rows, (band + 1) * self.rows
+                sigs, poss, hashes = self._slice(lo, rank, world_size)
+                if sigs:
+                    edges.update(self._pairs(sigs, poss, hashes, lo, hi))
+            edges_ = sorted(edges)
+            self.stat_update("pairs", value=len(edges_))
+            _write_table(f"{self.work}/edges/{rank:05d}.parquet",
+                         {"pos": [a for a, _ in edges_], "other": [b for _, b in edges_]})
+        return iter(())
+
+    def _slice(self, lo: int, rank: int, world_size: int) -> tuple[list, list, list]:
+        import pyarrow.parquet as pq
+
+        sigs, poss, hashes = [], [], []
+        for f in _kept_files(self.work):
+            t = pq.read_table(f, columns=["hash", "minhash"])
+            for h, mh, p in zip(t.column("hash").to_pylist(), t.column("minhash").to_pylist(),
+                                _positions(self.work, f).tolist(), strict=True):
+                if not mh:
+                    continue
+                values = np.frombuffer(mh, dtype=np.uint32)
+                if int(values[lo]) % world_size == rank:
+                    sigs.append(values)
+                    poss.append(p)
+                    hashes.append(h)
+        return sigs, poss, hashes
+
+    def _pairs(self, sigs, poss, hashes, lo, hi) -> list[tuple[int, int]]:
+        matrix = np.stack(sigs)
+        band = matrix[:, lo:hi]
+        order = np.lexsort(band.T[::-1])  # rows sorted by their band values
+        band = band[order]
+        cuts = np.flatnonzero(np.any(band[1:] != band[:-1], axis=1)) + 1
+        edges = []
+        for group in np.split(order, cuts):
+            if len(group) < 2:
+                continue
+            group = sorted(group.tolist(), key=poss.__getitem__)
+            if self.exact:  # the first of each hash only
+                seen, kept = set(), []
+                for g in group:
+                    if hashes[g] not in seen:
+                        seen.add(hashes[g])
+                        kept.append(g)
+                group = kept
+            for k in range(1, len(group)):
+                close = np.mean(matrix[group[:k]] == matrix[group[k]], axis=1) >= self.threshold
+                edges += [(poss[group[k]], poss[group[j]]) for j in np.flatnonzero(close).tolist()]
+        return edges
+
+
+class NearDedupCluster(_DedupStage):
+    """The decisions, in global order (one task): exact duplicates from `exact/`, then a
+    document with a pair (`edges/`) to an earlier document that is still kept is a
+    duplicate_near of the smallest such one. Writes `verdicts.parquet` (pos, reason,
+    dup_of) of the removed documents, by position."""
+
+    name = "phi1 dedup cluster"
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        import glob
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        def load(folder: str, cols: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+            files = sorted(glob.glob(f"{self.work}/{folder}/*.parquet"))
+            if not files:
+                return np.empty(0, np.int64), np.empty(0, np.int64)
+            t = pa.concat_tables([pq.read_table(f) for f in files])
+            return (t.column(cols[0]).to_numpy().astype(np.int64), t.column(cols[1]).to_numpy().astype(np.int64))
+
+        with self.track_time():
+            ex_pos, ex_of = load("exact", ("pos", "dup_of"))
+            pos, other = load("edges", ("pos", "other"))
+            order = np.lexsort((other, pos))  # by later document, then earlier: min(close) comes first
+            pos, other = pos[order].tolist(), other[order].tolist()
+            removed: dict[int, int] = {}
+            i = 0
+            while i < len(pos):
+                p = pos[i]
+                while i < len(pos) and pos[i] == p:
+                    if p not in removed and other[i] not in removed:
+                        removed[p] = other[i]
+                    i += 1
+            verdicts = sorted([(int(p), "duplicate_exact", int(q)) for p, q in zip(ex_pos, ex_of)]
+                              + [(p, "duplicate_near", q) for p, q in removed.items()])
+            self.stat_update("duplicate_near", value=len(removed))
+            _write_table(f"{self.work}/verdicts.parquet", {
+                "pos": pa.array([v[0] for v in verdicts], pa.int64()),
+                "reason": pa.array([v[1] for v in verdicts], pa.string()),
+                "dup_of": pa.array([v[2] for v in verdicts], pa.int64())})
+        return iter(())
+
+
+def run_dedup(cfg, work) -> None:
+    """The dedup stages over `work` (kept/, order/ written), each a run of the configured
+    executor (phi1.ingest.executors.run_pipeline) that returns when its tasks are done:
+    exact (cfg.tasks tasks), buckets (cfg.tasks), cluster (1). Writes
+    `work/verdicts.parquet`; with both kinds of dedup off, nothing."""
+    from pathlib import Path
+
+    from phi1.ingest.executors import run_pipeline
+
+    work = Path(work)
+    near = cfg.minhash_threshold is not None
+    if not cfg.dedup_exact and not near:
+        return
+    if cfg.dedup_exact:
+        run_pipeline(cfg, [ExactDedupShard(str(work))], work / "logs-dedup-exact", cfg.tasks)
+    if near:
+        step = NearDedupBuckets(str(work), cfg.minhash_threshold, cfg.minhash_num_perm, cfg.dedup_exact)
+        run_pipeline(cfg, [step], work / "logs-dedup-buckets", cfg.tasks)
+    run_pipeline(cfg, [NearDedupCluster(str(work))], work / "logs-dedup-cluster", 1)

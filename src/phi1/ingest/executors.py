@@ -1,4 +1,5 @@
-"""The datatrove executor that runs ingest's read-and-filter pipeline, chosen in params.
+"""The datatrove executor that runs ingest's read-and-filter pipeline and its dedup
+stages (phi1.ingest.dedup.run_dedup), chosen in params.
 
     ingest:
       executor: slurm          # local (default) | slurm | ray
@@ -81,11 +82,13 @@ def slurm_env_command(cfg: IngestConfig) -> str | None:
     return None
 
 
-def build_executor(cfg: IngestConfig, steps: list, logging_dir: Path) -> PipelineExecutor:
-    """The configured datatrove executor over `steps`; nothing is started or submitted."""
-    common = dict(tasks=cfg.tasks, logging_dir=str(logging_dir), skip_completed=False)
+def build_executor(cfg: IngestConfig, steps: list, logging_dir: Path, tasks: int | None = None) -> PipelineExecutor:
+    """The configured datatrove executor over `steps` (`tasks` tasks, default
+    `cfg.tasks`); nothing is started or submitted."""
+    tasks = tasks or cfg.tasks
+    common = dict(tasks=tasks, logging_dir=str(logging_dir), skip_completed=False)
     if cfg.executor == "local":
-        return QuietExecutor(steps, workers=min(cfg.workers, cfg.tasks), **common)
+        return QuietExecutor(steps, workers=min(cfg.workers, tasks), **common)
     if cfg.executor == "slurm":
         s = cfg.slurm
         return SlurmExecutor(
@@ -112,19 +115,21 @@ def _incomplete_error(executor: str, missing: list[int], tasks: int, logs: Path)
                      f"see the task logs in {logs / 'logs'}")
 
 
-def run_pipeline(cfg: IngestConfig, steps: list, logging_dir: Path) -> None:
-    """Run `steps` on `cfg.tasks` tasks with the configured executor and return when all
-    have completed; a task that failed is a Phi1Error naming the logs."""
+def run_pipeline(cfg: IngestConfig, steps: list, logging_dir: Path, tasks: int | None = None) -> None:
+    """Run `steps` on `tasks` tasks (default `cfg.tasks`) with the configured executor and
+    return when all have completed; a task that failed is a Phi1Error naming the logs.
+    The dedup stages (phi1.ingest.dedup) are such runs too, one after another."""
+    tasks = tasks or cfg.tasks
     if cfg.executor == "slurm":
-        _run_slurm(cfg, steps, logging_dir)
+        _run_slurm(cfg, steps, logging_dir, tasks)
     elif cfg.executor == "ray":
-        _run_ray(cfg, steps, logging_dir)
+        _run_ray(cfg, steps, logging_dir, tasks)
     else:
         quiet_datatrove()
-        build_executor(cfg, steps, logging_dir).run()
-    missing = missing_ranks(logging_dir, cfg.tasks)
+        build_executor(cfg, steps, logging_dir, tasks).run()
+    missing = missing_ranks(logging_dir, tasks)
     if missing:
-        raise _incomplete_error(cfg.executor, missing, cfg.tasks, logging_dir)
+        raise _incomplete_error(cfg.executor, missing, tasks, logging_dir)
 
 
 def preflight(cfg: IngestConfig) -> None:
@@ -191,28 +196,28 @@ def _slurm_job_error(job_id: str, missing: list[int], tasks: int, logging_dir: P
                      f"rank {missing[0]}: {what}; Slurm log: {log}{others}")
 
 
-def _run_slurm(cfg: IngestConfig, steps: list, logging_dir: Path) -> None:
+def _run_slurm(cfg: IngestConfig, steps: list, logging_dir: Path, tasks: int) -> None:
     from phi1.engines.progress import progress_bar
 
     preflight(cfg)
-    executor = build_executor(cfg, steps, logging_dir)
+    executor = build_executor(cfg, steps, logging_dir, tasks)
     try:
         executor.run()  # writes the sbatch script and submits the array; returns the job id in .job_id
     except subprocess.CalledProcessError as exc:
         raise Phi1Error(f"ingest: sbatch failed (exit {exc.returncode}); see {logging_dir / 'launch_script.slurm'}") from None
     job_id = str(executor.job_id)
     try:
-        with progress_bar(cfg.tasks, f"ingest slurm job {job_id}") as update:
+        with progress_bar(tasks, f"ingest slurm job {job_id}") as update:
             while True:
-                missing = missing_ranks(logging_dir, cfg.tasks)
-                update(cfg.tasks - len(missing))
+                missing = missing_ranks(logging_dir, tasks)
+                update(tasks - len(missing))
                 if not missing:
                     return
                 if not _job_queued(job_id):
                     # Markers are written before a task exits; one last look for a task that just finished.
-                    missing = missing_ranks(logging_dir, cfg.tasks)
+                    missing = missing_ranks(logging_dir, tasks)
                     if missing:
-                        raise _slurm_job_error(job_id, missing, cfg.tasks, logging_dir)
+                        raise _slurm_job_error(job_id, missing, tasks, logging_dir)
                     return
                 time.sleep(cfg.slurm.poll_seconds)
     except KeyboardInterrupt:
@@ -220,7 +225,7 @@ def _run_slurm(cfg: IngestConfig, steps: list, logging_dir: Path) -> None:
         raise
 
 
-def _run_ray(cfg: IngestConfig, steps: list, logging_dir: Path) -> None:
+def _run_ray(cfg: IngestConfig, steps: list, logging_dir: Path, tasks: int) -> None:
     ray = _import_ray()
     started = False
     if not ray.is_initialized():
@@ -232,7 +237,7 @@ def _run_ray(cfg: IngestConfig, steps: list, logging_dir: Path) -> None:
                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         started = True
     try:
-        build_executor(cfg, steps, logging_dir).run()
+        build_executor(cfg, steps, logging_dir, tasks).run()
     finally:
         if started:
             ray.shutdown()

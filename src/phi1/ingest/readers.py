@@ -21,6 +21,10 @@ newlines and each line stripped, so a file name holding a newline or edge whites
 would come back as fragments. File names in `path` and in messages are
 `sources.display_name`s (valid UTF-8, one line).
 
+Files of a `site-packages` source (LocalFileReader with `owners`) also carry
+`distribution`, `version` and `licence` (phi1.ingest.sources.Owner), which LicenceFilter
+reads.
+
 Local files arrive as raw bytes (`metadata["raw"]`), decoded later by DecodeFilter;
 exports arrive as text (or bytes, when a parquet column is binary).
 
@@ -46,7 +50,7 @@ from tqdm import tqdm
 
 from phi1.errors import Phi1Error
 from phi1.ingest import stackoverflow
-from phi1.ingest.sources import Refused, display_name, open_confined, read_limited
+from phi1.ingest.sources import UNOWNED, Owner, Refused, display_name, open_confined, read_limited
 
 
 def make_document(source: str, index: int, path: str, key: str, text: str = "", **meta: Any) -> Document:
@@ -142,12 +146,14 @@ class LocalFileReader(BaseReader):
 
     name = "phi1 local files"
 
-    def __init__(self, source: str, index: int, entries: list[tuple[str, str]], max_bytes: int, root: str):
+    def __init__(self, source: str, index: int, entries: list[tuple[str, str]], max_bytes: int, root: str,
+                 owners: dict[str, Owner] | None = None):
         super().__init__()
         self.source, self.source_index = source, index
         self.entries = entries
         self.max_bytes = max_bytes
         self.root = root
+        self.owners = owners  # site-packages: each file's distribution, version, licence
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
@@ -158,6 +164,8 @@ class LocalFileReader(BaseReader):
         for rel, path in bar:
             res = read_limited(path, self.max_bytes, root=self.root)
             fields: dict[str, Any] = {"size": res.size}
+            if self.owners is not None:
+                fields |= self.owners.get(rel, UNOWNED).fields()
             if res.problem in ("unreadable", "symlink_outside_root"):  # the filters count these by key
                 fields[res.problem] = res.detail or res.problem
             elif res.data is not None:

@@ -21,20 +21,29 @@ ingest runs (a folder on the real path swapped for a symlink between check and o
 
 File names are stored as `display_name` gives them: valid UTF-8 on one line, lossless
 (undecodable bytes as `\\xNN`, control characters and line separators escaped too).
+
+An installed Python environment (source kind `site-packages`) is listed by
+`site_packages`: its site-packages folders' .py files, each with the distribution that
+installed it (the dist's RECORD, through importlib.metadata), its version and its
+declared licence (phi1.ingest.licences); a file no distribution lists is `UNOWNED`.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import glob
+import json
 import os
 import re
 import stat
+import subprocess
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional
 
 from phi1.errors import Phi1Error
+from phi1.ingest.licences import UNKNOWN, declared_licence
 
 STDLIB_PLACEHOLDER = "{stdlib}"
 _MAGIC = set("*?[")
@@ -212,6 +221,100 @@ def list_files(
             continue
         seen[shown] = Entry(shown, c)
     return root, [seen[k] for k in sorted(seen)]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who installed a file of a site-packages source: distribution name (as its metadata
+    spells it) and version, and the distribution's declared licence (SPDX or `unknown`)."""
+
+    distribution: Optional[str]
+    version: Optional[str]
+    licence: str
+
+    def fields(self) -> dict[str, Optional[str]]:
+        return {"distribution": self.distribution, "version": self.version, "licence": self.licence}
+
+
+UNOWNED = Owner(None, None, UNKNOWN)
+"""A file that no distribution's RECORD lists (left by a build, a tool, a deleted dist)."""
+
+_PURELIB = "import json, sysconfig; print(json.dumps([sysconfig.get_path('purelib'), sysconfig.get_path('platlib')]))"
+
+
+def site_dirs(name: str, raw: str) -> list[str]:
+    """The site-packages folders a `site-packages` source path names: a site-packages
+    folder itself; a virtual environment or prefix (a folder with `pyvenv.cfg`, or with
+    lib/python*/site-packages); or a Python executable, asked for its purelib and platlib."""
+    p = expand(raw)
+    if os.path.isdir(p):
+        found = sorted(glob.glob(os.path.join(glob.escape(p), "lib*", "python*", "site-packages")))
+        found += sorted(glob.glob(os.path.join(glob.escape(p), "Lib", "site-packages")))
+        if found:
+            return found
+        if os.path.isfile(os.path.join(p, "pyvenv.cfg")):
+            raise Phi1Error(f"ingest source {name!r}: {raw!r} is a virtualenv without lib/python*/site-packages")
+        return [p]
+    if os.path.isfile(p) and os.access(p, os.X_OK):
+        try:
+            out = subprocess.run([p, "-I", "-c", _PURELIB], capture_output=True, text=True, timeout=120, check=True)
+            dirs = json.loads(out.stdout)
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise Phi1Error(f"ingest source {name!r}: cannot ask {raw!r} for its site-packages: {msg}") from None
+        return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
+    if os.path.lexists(p):
+        raise Phi1Error(f"ingest source {name!r}: {raw!r} is neither a folder nor a Python executable")
+    raise Phi1Error(f"ingest source {name!r}: path not found: {raw!r} ({p})")
+
+
+def owners(sites: list[str]) -> tuple[dict[str, Owner], int]:
+    """(absolute normalised path -> Owner for every file the distributions in `sites`
+    list in their RECORD (or installed-files.txt), number of distributions). Where two
+    distributions list one file, the first by (name, version) keeps it."""
+    from importlib.metadata import distributions
+
+    dists = [(d, d.metadata) for d in distributions(path=sites)]  # .metadata parses METADATA on each access
+    dists.sort(key=lambda dm: ((dm[1]["Name"] or "").lower(), dm[1]["Version"] or ""))
+    found: dict[str, Owner] = {}
+    for dist, meta in dists:
+        owner = Owner(meta["Name"], meta["Version"], declared_licence(meta))
+        base = os.fspath(dist.locate_file(""))  # RECORD paths are relative to it (the site folder)
+        for f in map(str, dist.files or ()):
+            if f.endswith(".py"):
+                found.setdefault(os.path.normpath(os.path.join(base, f)), owner)
+    return found, len(dists)
+
+
+@dataclass
+class SitePackages:
+    """A listed site-packages source: `root`, `entries` (as `list_files` gives them),
+    `owners` (shown relative path -> Owner, every entry has one), the site folders and
+    how many distributions they hold."""
+
+    root: str
+    entries: list[Entry]
+    owners: dict[str, Owner]
+    sites: list[str]
+    n_distributions: int
+
+
+def site_packages(name: str, paths: tuple[str, ...], exclude: tuple[str, ...] = ()) -> SitePackages:
+    """Every .py file of the environments `paths` name (see `site_dirs`), with its owner.
+    A folder reached twice (lib64 -> lib) is listed once."""
+    sites: list[str] = []
+    seen: set[str] = set()
+    for raw in paths:
+        for d in site_dirs(name, raw):
+            if os.path.realpath(d) not in seen:
+                seen.add(os.path.realpath(d))
+                sites.append(os.path.abspath(d))
+    if not sites:
+        raise Phi1Error(f"ingest source {name!r}: no site-packages folder in {', '.join(map(repr, paths))}")
+    root, entries = list_files(name, tuple(sites), exclude, (".py",))
+    by_path, n = owners(sites)
+    return SitePackages(root, entries, {e.rel: by_path.get(os.path.normpath(e.abs), UNOWNED) for e in entries},
+                        sites, n)
 
 
 @dataclass

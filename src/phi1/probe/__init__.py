@@ -6,8 +6,9 @@
 
 Modules: suite (the probes and their programs), apivalidity (do the attribute chains of
 a completion exist in the installed library), xvfb (a private X display), score
-(samples -> verdicts and diagnostics in the sandbox), stage (the `probe` stage with its
-MLflow evaluations).
+(samples -> verdicts and diagnostics in the sandbox), emergence (the continuous
+measures: probe solution loss per character, API top-k, the finetuned-minus-base paired
+t interval), stage (the `probe` stage with its MLflow evaluations).
 """
 
 from phi1.probe.stage import run

@@ -23,7 +23,10 @@ unless the version is named.
 The stage never moves `champion` by default (`promote: off`): it gates the new
 `model_name` version against the champion as a dry run and records that decision in
 `metrics/register.json` and the version's `phi1.decision` tag, so `dvc exp show` tells
-whether `phi1 promote` would accept it. `promote: try|require` promotes it inside the
+whether `phi1 promote` would accept it. Besides the comparisons with the champion the
+gates hold absolute floors (`min_pass_at_1` per benchmark, `min_probe_pass_rate`,
+`max_solution_loss` per benchmark: gates `min.<tag>` / `max.<tag>`), each recorded in
+the decision like every gate; the defaults let the demo model through. `promote: try|require` promotes it inside the
 stage through `phi1.engines.model_registry.promote`, as a plain `phi1 promote` would (so never an
 experiment's version); `require` also fails the stage when it is refused.
 """

@@ -24,6 +24,14 @@ table on stderr.
 offline). It lists each dataset's suite result with its counts and failing expectations
 and links GX's per-dataset pages, which carry their content as HTML and read offline.
 
+Memory stays bounded by the batch, not the dataset: GX sees `BATCH_ROWS` rows at a time.
+Row-by-row expectations (GX's map expectations: not null, regex, between, in set, ...) run
+on each batch and their results are merged with GX's own formatting (counts summed, the
+first unexpected values kept), so they read as if GX had seen the whole table. Schema
+expectations (column set, column exists, dtype) are read from the batches too. The rest
+need every row at once (uniqueness, unique-value counts, mean, max, row count): they run
+on one frame of just the columns they name. Results are those of one whole-table run.
+
 The folder is the same bytes for the same data and suites, so DVC does not rerun what
 depends on it (tokenize) when validate reruns: GX's run time is the fixed `RUN_TIME`, and
 the per-run values GX writes anyway (the batch load time, random ids of the validation
@@ -34,6 +42,7 @@ by fixed ones. When a run happened is in MLflow, not here.
 from __future__ import annotations
 
 import ast
+import hashlib
 import html
 import json
 import os
@@ -45,7 +54,7 @@ from typing import Any, Callable
 
 from phi1.config import ValidateConfig
 from phi1.errors import Phi1Error
-from phi1.io import atomic_dir, read_table, write_json
+from phi1.io import atomic_dir, write_json
 
 # phi1 never phones home on its own; export GX_ANALYTICS_ENABLED=true to opt in to GX's.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -79,6 +88,22 @@ Computed only for suites that mention the column."""
 
 PARAMETERS: dict[str, str] = {"raw_mean_score": "mean_score_all"}
 """Suite parameter -> the key of metrics/filter.json it is read from."""
+
+BATCH_ROWS = 2000
+"""Rows GX validates at once: a batch of files' contents, not the whole dataset, is in memory."""
+
+CROSS_ROW = frozenset({
+    "expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique",
+    "expect_multicolumn_values_to_be_unique",
+})
+"""Map expectations whose verdict on a row depends on the other rows: run on the whole column."""
+
+SCHEMA = frozenset({
+    "expect_table_columns_to_match_set", "expect_table_columns_to_match_ordered_list",
+    "expect_column_to_exist", "expect_table_column_count_to_equal", "expect_table_column_count_to_be_between",
+    "expect_column_values_to_be_of_type", "expect_column_values_to_be_in_type_list",
+})
+"""Expectations on the columns and their dtypes, which every batch of a dataset shares."""
 
 
 @dataclass(frozen=True)
@@ -173,23 +198,6 @@ def referenced_columns(suite) -> set[str]:
     return cols
 
 
-def load_frame(name: str, path: Path, wanted: set[str] = frozenset()):
-    """The dataset as a pandas DataFrame, plus the DERIVED columns in `wanted`."""
-    import pyarrow as pa
-
-    try:
-        table = read_table(path)
-    except FileNotFoundError:
-        raise Phi1Error(f"dataset {name!r} has no parquet shards: {path}") from None
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise Phi1Error(f"dataset {name!r}: unreadable parquet under {path} ({_one_line(exc)})") from None
-    df = table.to_pandas()
-    for col, (source, fn) in DERIVED.items():
-        if col in wanted and col not in df.columns and source in df.columns:
-            df[col] = [fn(v) for v in df[source]]
-    return df
-
-
 def suite_parameters(suites: dict[str, Any], expectations_dir: Path, filter_metrics: Path) -> dict[str, float]:
     """Values of the suite parameters the suites use; metrics/filter.json is read only if needed."""
     needed: dict[str, str] = {}  # parameter -> the suite file that first uses it
@@ -251,9 +259,10 @@ def validate(
     filter_metrics: Path,
     docs_dir: Path | None = None,
     result_format: str = "SUMMARY",
+    batch_rows: int = BATCH_ROWS,
 ) -> list[DatasetResult]:
-    """Run each dataset's suite; build Data Docs into `docs_dir` when given. No MLflow and
-    no report files here: `run` adds those."""
+    """Run each dataset's suite, `batch_rows` rows at a time; build Data Docs into
+    `docs_dir` when given. No MLflow and no report files here: `run` adds those."""
     from phi1.engines.progress import progress_bar
 
     datasets = {n: Path(p) for n, p in datasets.items()}
@@ -266,6 +275,11 @@ def validate(
     import datetime
 
     from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.core.validation_definition import DATAFRAME_REPLACEMENT_STR
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
 
     ctx = _context(docs_dir)
     source = ctx.data_sources.add_pandas("phi1")
@@ -276,19 +290,208 @@ def validate(
         for done, (name, path) in enumerate(datasets.items()):
             update(done, f"validate {name}")
             suite = ctx.suites.add(suites[name])
-            df = load_frame(name, path, referenced_columns(suite))
             batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
             vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-            res = vd.run(batch_parameters={"dataframe": df}, expectation_parameters=params, result_format=result_format,
-                         run_id=run_id)
+            res = validate_in_batches(name, path, suite, batch, params, result_format, batch_rows)
+            # what ValidationDefinition.run adds, and the result stored where Data Docs read it
+            res.meta.update(validation_id=vd.id, checkpoint_id=None, run_id=run_id, validation_time=run_id.run_time,
+                            batch_parameters={"dataframe": DATAFRAME_REPLACEMENT_STR})
+            suite_id = ExpectationSuiteIdentifier(name=suite.name)
+            ctx.validation_results_store.store_validation_results(
+                suite_validation_result=res, expectation_suite_identifier=suite_id,
+                suite_validation_result_identifier=ValidationResultIdentifier(
+                    batch_identifier=res.batch_id, expectation_suite_identifier=suite_id, run_id=run_id))
             result = res.to_json_dict()
             volatile.update(steady_meta(name, result))
             results.append(summarise(name, path, result))
-            del df
     if docs_dir is not None:
         ctx.build_data_docs(site_names=[DOCS_SITE])
         steady_docs(Path(docs_dir), volatile)
     return results
+
+
+def expectation_scope(exp) -> str:
+    """`rows` (a row-by-row check: merged over batches), `schema` (the same in every batch)
+    or `whole` (needs every row at once)."""
+    from great_expectations.expectations.expectation import (
+        ColumnMapExpectation,
+        ColumnPairMapExpectation,
+        MulticolumnMapExpectation,
+    )
+
+    kind = exp.expectation_type
+    if kind in SCHEMA:
+        return "schema"
+    if kind not in CROSS_ROW and isinstance(exp, (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation)):
+        return "rows"
+    return "whole"
+
+
+def iter_frames(name: str, path: Path, wanted: set[str], batch_rows: int):
+    """The dataset as pandas DataFrames of at most `batch_rows` rows (indexed by row number
+    in the dataset), plus the DERIVED columns in `wanted`; one empty frame for no rows."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from phi1.io import shard_files
+
+    files = shard_files(path)
+    if not files:
+        raise Phi1Error(f"dataset {name!r} has no parquet shards: {path}")
+    start, schema = 0, None
+    try:
+        for f in files:
+            shard = pq.ParquetFile(f)
+            schema = schema or shard.schema_arrow
+            for batch in shard.iter_batches(batch_size=batch_rows):
+                if batch.num_rows:
+                    yield _with_derived(batch.to_pandas().set_axis(pd.RangeIndex(start, start + batch.num_rows)), wanted)
+                    start += batch.num_rows
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise Phi1Error(f"dataset {name!r}: unreadable parquet under {path} ({_one_line(exc)})") from None
+    if not start:
+        yield _with_derived(schema.empty_table().to_pandas(), wanted)
+
+
+def _with_derived(df, wanted: set[str]):
+    for col, (source, fn) in DERIVED.items():
+        if col in wanted and col not in df.columns and source in df.columns:
+            df[col] = [fn(v) for v in df[source]]
+    return df
+
+
+def whole_frame(name: str, path: Path, columns: set[str], batch_rows: int):
+    """Just `columns` of the dataset, all rows (a frame with no columns keeps the row count):
+    what the expectations that need every row at once read."""
+    import pandas as pd
+
+    parts, n = [], 0
+    for df in iter_frames(name, path, columns, batch_rows):
+        n += len(df)
+        parts.append(df[[c for c in df.columns if c in columns]])
+    frame = pd.concat(parts) if parts[0].shape[1] else pd.DataFrame(index=pd.RangeIndex(n))
+    return frame
+
+
+def validate_in_batches(name: str, path: Path, suite, batch_definition, params: dict[str, float],
+                        result_format: str, batch_rows: int = BATCH_ROWS):
+    """GX's result of `suite` on the dataset at `path`, computed `batch_rows` rows at a time
+    (see the module doc); the same as one run on the whole table."""
+    import copy
+
+    import great_expectations as gx
+    from great_expectations.validator.v1_validator import Validator, calc_validation_statistics
+
+    if batch_rows < 1:
+        raise Phi1Error(f"validate: batch_rows must be >= 1, got {batch_rows}")
+    scope = [expectation_scope(e) for e in suite.expectations]
+
+    def part(keep):  # a suite of some of the expectations (copies with the stored ids: results name them)
+        chosen = [e for e, s in zip(suite.expectations, scope) if keep(s)]
+        some = gx.ExpectationSuite(name=suite.name, expectations=[copy.copy(e) for e in chosen])
+        for c, e in zip(some.expectations, chosen):
+            c.id = e.id
+        return some
+
+    per_batch, whole = part(lambda s: s != "whole"), part(lambda s: s == "whole")
+
+    def check(exps, df):
+        validator = Validator(batch_definition=batch_definition, batch_parameters={"dataframe": df}, result_format=result_format)
+        return validator.validate_expectation_suite(exps, params)
+
+    first, batches = None, []  # batches: each batch's results by expectation id
+    fingerprint = hashlib.md5(usedforsecurity=False)
+    for df in iter_frames(name, path, referenced_columns(per_batch) if per_batch.expectations else set(), batch_rows):
+        fingerprint.update(_row_hashes(df))
+        res = check(per_batch, df) if per_batch.expectations else None
+        if first is None:
+            first = res
+        if res is not None:
+            batches.append({r.expectation_config.id: r for r in res.results})
+        del df
+    by_id = {exp.id: _merge(exp, [b[exp.id] for b in batches], result_format) for exp in per_batch.expectations}
+    if whole.expectations:
+        res = check(whole, whole_frame(name, path, referenced_columns(whole), batch_rows))
+        first = first or res
+        by_id.update((r.expectation_config.id, r) for r in res.results)
+    if first is None:  # a suite with no expectations
+        first = check(suite, whole_frame(name, path, set(), batch_rows))
+    results = [by_id[e.id] for e in gx_order(suite.expectations)]
+    stats = calc_validation_statistics(results)
+    merged = copy.copy(first)
+    merged.results, merged.success, merged.suite_name = results, stats.success, suite.name
+    merged.meta = {**first.meta, "batch_markers": {**first.meta.get("batch_markers", {}),
+                                                   "pandas_data_fingerprint": fingerprint.hexdigest()}}
+    merged.statistics = {
+        "evaluated_expectations": stats.evaluated_expectations,
+        "successful_expectations": stats.successful_expectations,
+        "unsuccessful_expectations": stats.unsuccessful_expectations,
+        "success_percent": stats.success_percent,
+    }
+    return merged
+
+
+def _row_hashes(df) -> bytes:
+    """GX's `pandas_data_fingerprint` is the md5 of these bytes for the whole frame; fed
+    batch by batch they give the same value when every batch has the whole frame's dtypes.
+    A frame pandas cannot hash (list cells) is pickled, as GX does, per batch. Either way
+    the fingerprint is the same for the same data and batch size."""
+    import pickle
+
+    import pandas as pd
+
+    try:
+        return pd.util.hash_pandas_object(df, index=True).values.tobytes()
+    except TypeError:
+        return pickle.dumps(df, pickle.HIGHEST_PROTOCOL)
+
+
+def gx_order(expectations: list) -> list:
+    """The order GX lists results in: grouped by column, in order of first mention
+    (`Validator.process_expectations_for_validation`)."""
+    groups: dict[str | None, list] = {}
+    for e in expectations:
+        column = e.configuration.kwargs.get("column")
+        groups.setdefault(column if isinstance(column, str) else None, []).append(e)
+    return [e for group in groups.values() for e in group]
+
+
+def _merge(exp, parts: list, result_format: str):
+    """One expectation's results on each batch -> its result on all of them."""
+    import copy
+
+    from great_expectations.expectations.expectation import _format_map_output, _mostly_success
+    from great_expectations.expectations.expectation_configuration import parse_result_format
+
+    for r in parts:  # an error (or, for a schema expectation, a failure) speaks for the whole table
+        if r.exception_info.get("raised_exception") or (not r.success and expectation_scope(exp) == "schema"):
+            return r
+    if expectation_scope(exp) == "schema" or len(parts) == 1 or "element_count" not in (parts[0].result or {}):
+        return next((r for r in parts if not r.success), parts[0])
+    res = [r.result for r in parts]
+    element = sum(r["element_count"] for r in res)
+    unexpected = sum(r["unexpected_count"] for r in res)
+    nonnull = element - sum(r["missing_count"] for r in res) if "missing_count" in res[0] else None
+
+    def joined(*keys):
+        for key in keys:
+            if key in res[0]:
+                return [v for r in res for v in r[key]]
+        return None
+
+    considered = element if nonnull is None else nonnull
+    mostly = exp.configuration.kwargs.get("mostly", 1.0)
+    success = True if not considered else _mostly_success(considered, unexpected, mostly)
+    out = _format_map_output(
+        result_format=parse_result_format(result_format), success=success, element_count=element,
+        nonnull_count=nonnull, unexpected_count=unexpected,
+        unexpected_list=joined("unexpected_list", "partial_unexpected_list"),
+        unexpected_index_list=joined("unexpected_index_list", "partial_unexpected_index_list"),
+    )
+    merged = copy.copy(parts[0])
+    merged.success, merged.result = success, out.get("result", {})
+    return merged
 
 
 def steady_meta(name: str, result: dict[str, Any]) -> dict[str, str]:

@@ -39,7 +39,7 @@ def test_csv_log_drops_rows_after_the_resumed_checkpoint(tmp_path):
     assert _rows(tmp_path / "train.csv") == []
 
 
-@pytest.mark.slow
+@pytest.mark.cluster  # a real MLflow server, stopped mid-run (make test-cluster)
 def test_tracking_server_going_away_mid_run_does_not_stop_training(workdir, tokenized, mlflow_store):
     """A real `mlflow server`, killed while a pretraining run logs to it: one warning,
     training finishes, every metric is in the CSV logs and the model is exported."""

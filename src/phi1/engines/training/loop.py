@@ -77,8 +77,12 @@ def make_accelerator(cfg):
     through mpirun (accelerate 1.x); `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu
     --num_processes N` starts N gloo processes. `--multi_gpu` without a GPU and without
     ACCELERATE_USE_CPU starts N processes that each think they are alone, which would
-    train N copies over the same files: refused."""
+    train N copies over the same files: refused. An FSDP config on CPU is refused too:
+    Accelerate 1.x shards only on GPUs and other accelerators; on CPU (gloo) it ignores
+    the FSDP settings and trains unsharded DDP (an FSDP config with
+    fsdp_sync_module_states fails earlier, in Accelerate itself)."""
     from accelerate import Accelerator
+    from accelerate.utils import DistributedType
 
     accelerator = Accelerator(
         mixed_precision=mixed_precision(cfg.mixed_precision),
@@ -89,6 +93,12 @@ def make_accelerator(cfg):
         raise Phi1Error(
             f"launched {launched} processes but Accelerate sees {accelerator.num_processes}; without a GPU use "
             "`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N`"
+        )
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp and accelerator.distributed_type != DistributedType.FSDP:
+        raise Phi1Error(
+            f"the launch config asks for FSDP but Accelerate runs {accelerator.distributed_type.value} "
+            "(Accelerate shards only on GPUs); on CPU use a ddp-*.yaml config"
         )
     if "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ and accelerator.is_main_process:
         print("warning: `accelerate launch --cpu --num_processes N` runs ONE process without mpirun; for N CPU "

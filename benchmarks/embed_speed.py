@@ -1,0 +1,183 @@
+"""Faster embeddings for the quality filter: speed against MiniLM, and the same decisions?
+
+    python benchmarks/embed_speed.py --raw data/raw --annotations data/annotations
+    python benchmarks/embed_speed.py --raw R --annotations A \\
+        --candidates minilm@256 model2vec@256 model2vec@1024 minilm@128 --thresholds 0.5 0.7
+
+Embeds the same files (every file of `--raw`) with each candidate `spec@max_tokens`;
+the first is the baseline (MiniLM float32 at 256 tokens, the `embed` stage's default).
+For each candidate it prints:
+
+- speed: wall and CPU seconds of `Embedder.embed` over all files (model loading, and a
+  model2vec distillation at first use, reported apart), files/s, and the ratio of the
+  baseline's seconds to the candidate's (wall and CPU; CPU is steadier on a shared box);
+- decisions, as the `filter` stage takes them (its own functions and `filter.*` params):
+  the held-out ROC-AUC of the quality classifier trained on the candidate's vectors of
+  the annotated files (bar: within 0.02 of the baseline's), and, with the forest refit
+  on all annotations as the stage does, the share of all files whose kept/dropped
+  verdict equals the baseline's at each threshold (bar: >= 90%).
+
+`--threads` sets torch's (and BLAS's) threads, 2 by default (the dev box).
+
+On a busy machine, `--speed-files N` times every candidate on the same N files (every
+k-th file of data/raw) and `--baseline-vectors data/embeddings` takes the baseline's
+vectors of all files from the `embed` stage's output of that run instead of embedding
+them again (checked: same ids and texts, and the timed files' fresh vectors must match
+the stored ones); candidates other than the baseline still embed every file for the
+decisions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+
+def parse_candidate(text: str) -> tuple[str, int]:
+    spec, _, tokens = text.rpartition("@")
+    if not spec or not tokens.isdigit():
+        raise SystemExit(f"candidate {text!r}: expected SPEC@MAX_TOKENS, e.g. minilm@256 or model2vec@1024")
+    return spec, int(tokens)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--raw", type=Path, required=True, help="data/raw of a run (parquet shards)")
+    ap.add_argument("--annotations", type=Path, required=True, help="data/annotations of the same run")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="for the filter.* keys")
+    ap.add_argument("-S", "--set", dest="overrides", action="append", default=[],
+                    help="override a filter key, e.g. -S filter.threshold=0.7")
+    ap.add_argument("--candidates", nargs="+", default=["minilm@256", "model2vec@256", "model2vec@1024"],
+                    help="SPEC@MAX_TOKENS; the first is the baseline")
+    ap.add_argument("--thresholds", nargs="+", type=float, default=None,
+                    help="keep thresholds to compare verdicts at (default: filter.threshold)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=None, help="first N files only (a quick look)")
+    ap.add_argument("--speed-files", type=int, default=None,
+                    help="time each candidate on N evenly spread files (default: all)")
+    ap.add_argument("--baseline-vectors", type=Path, default=None,
+                    help="data/embeddings of the run: the baseline's vectors of all files (see above)")
+    args = ap.parse_args()
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(args.threads))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import numpy as np
+    import torch
+
+    from phi1.config import load_stage_config
+    from phi1.engines.embed import load_embedder
+    from phi1.filter.stage import held_out_metrics, keep_mask, make_forest, positive_proba, read_annotations
+    from phi1.io import read_table
+
+    torch.set_num_threads(args.threads)
+    cfg = load_stage_config("filter", args.params, args.overrides)
+    thresholds = args.thresholds or ([cfg.threshold] if cfg.threshold is not None else [])
+    table = read_table(args.raw, columns=["id", "content"])
+    ids, texts = table.column("id").to_pylist(), table.column("content").to_pylist()
+    if args.limit:
+        ids, texts = ids[: args.limit], texts[: args.limit]
+    ann = read_annotations(args.annotations)
+    row = {i: r for r, i in enumerate(ids)}
+    keep_ann = [k for k, i in enumerate(ann.ids) if i in row]
+    ann_rows = [row[ann.ids[k]] for k in keep_ann]
+    y = ann.labels[keep_ann]
+    print(f"files {len(texts)} ({sum(map(len, texts)) / 1e6:.1f} MB), annotated {len(y)} "
+          f"({int(y.sum())} label 1); torch threads {torch.get_num_threads()}; "
+          f"filter: {cfg.n_estimators} trees, seed {cfg.seed}, thresholds {thresholds}", flush=True)
+
+    n = len(texts)
+    step = max(1, n // args.speed_files) if args.speed_files else 1
+    timed = list(range(0, n, step))[: args.speed_files or n]
+    timed_texts = [texts[i] for i in timed]
+    print(f"timed on {len(timed)} files ({sum(map(len, timed_texts)) / 1e6:.1f} MB)", flush=True)
+
+    results = []
+    for k, text in enumerate(args.candidates):
+        spec, max_tokens = parse_candidate(text)
+        t0 = time.perf_counter()
+        emb = load_embedder(spec, max_tokens, args.batch_size, device="cpu", dtype="float32")
+        load_s = time.perf_counter() - t0
+        w0, c0 = time.perf_counter(), time.process_time()
+        X_timed = emb.embed(timed_texts, progress=False)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        if len(timed) == n:
+            X = X_timed
+        elif k == 0 and args.baseline_vectors is not None:
+            X = stored_vectors(args.baseline_vectors, ids, texts, emb.describe())
+            # Vectors depend on batch neighbours by ~1e-6 (padding), so compare by cosine.
+            worst = float((X[timed] * X_timed).sum(1).min())
+            print(f"  baseline: stored vectors of {args.baseline_vectors}; timed files' min cosine to them "
+                  f"{worst:.6f}", flush=True)
+            if worst < 0.9999:
+                raise SystemExit(f"{args.baseline_vectors}: not the vectors {text} gives on this machine")
+        else:
+            X = emb.embed(texts, progress=False)
+        auc = held_out_metrics(cfg, X[ann_rows], y)["roc_auc"]
+        clf = make_forest(cfg).fit(X[ann_rows], y)
+        scores = positive_proba(clf, X)
+        masks = {t: keep_mask(scores, _with_threshold(cfg, t))[0] for t in thresholds}
+        results.append(dict(name=text, dim=emb.dim, load_s=load_s, wall=wall, cpu=cpu, auc=auc, masks=masks,
+                            X=X if k == 0 else None))
+        del emb
+        print(f"  done {text}: load {load_s:.1f} s, embed wall {wall:.1f} s, CPU {cpu:.1f} s", flush=True)
+
+    base = results[0]
+    # The noise floor of "agreement": the baseline's own vectors with another forest seed.
+    from dataclasses import replace
+
+    X0 = base.pop("X")
+    alt = replace(cfg, seed=cfg.seed + 1)
+    scores = positive_proba(make_forest(alt).fit(X0[ann_rows], y), X0)
+    floor = {t: float((keep_mask(scores, _with_threshold(alt, t))[0] == base["masks"][t]).mean()) for t in thresholds}
+    print()
+    head = f"{'candidate':<18}{'dim':>5}{'wall s':>8}{'CPU s':>8}{'files/s':>9}{'x wall':>8}{'x CPU':>7}{'AUC':>7}{'dAUC':>7}"
+    head += "".join(f"{'agree@' + format(t, 'g'):>10}" for t in thresholds)
+    print(head)
+    for r in results:
+        line = (f"{r['name']:<18}{r['dim']:>5}{r['wall']:>8.1f}{r['cpu']:>8.1f}{len(timed) / r['wall']:>9.1f}"
+                f"{base['wall'] / r['wall']:>8.2f}{base['cpu'] / r['cpu']:>7.2f}{r['auc']:>7.3f}"
+                f"{r['auc'] - base['auc']:>+7.3f}")
+        for t in thresholds:
+            agree = float((r["masks"][t] == base["masks"][t]).mean())
+            line += f"{agree:>10.3f}"
+        print(line)
+    print()
+    for t in thresholds:
+        kept = ", ".join(f"{r['name']} {int(r['masks'][t].sum())}" for r in results)
+        print(f"kept at threshold {t:g} (of {len(texts)}): {kept}")
+    print("agreement of the baseline with itself, forest seed + 1: "
+          + ", ".join(f"{floor[t]:.3f} at {t:g}" for t in thresholds))
+    print("bars: |dAUC| <= 0.02 and agreement >= 0.90 with the baseline (first row)")
+
+
+def stored_vectors(folder: Path, ids: list[str], texts: list[str], spec: dict):
+    """The embed stage's vectors of these files, in this order, made by this embedder."""
+    from phi1.engines.vectors import content_sha256, read_vectors
+
+    s_ids, s_hashes, X, s_spec = read_vectors(folder)
+    for key in ("embedding", "max_tokens", "dtype", "dim"):
+        if s_spec.get(key) != spec.get(key):
+            raise SystemExit(f"{folder}: {key} {s_spec.get(key)!r}, the baseline has {spec.get(key)!r}")
+    row = {i: r for r, i in enumerate(s_ids)}
+    missing = [i for i in ids if i not in row]
+    if missing:
+        raise SystemExit(f"{folder}: no vector for {len(missing)} files of --raw (e.g. {missing[0]})")
+    rows = [row[i] for i in ids]
+    if any(s_hashes[r] != content_sha256(t) for r, t in zip(rows, texts)):
+        raise SystemExit(f"{folder}: vectors of other texts than --raw's")
+    return X[rows]
+
+
+def _with_threshold(cfg, threshold: float):
+    from dataclasses import replace
+
+    return replace(cfg, threshold=threshold, top_fraction=None)
+
+
+if __name__ == "__main__":
+    main()
