@@ -115,6 +115,22 @@ def test_changed_settings_restart_and_logging_settings_resume(workdir, tokenized
     assert "holds a run with other settings (config.lr); starting over" in capfd.readouterr().err
 
 
+def _launch_two_nodes(shape: dict, config: str, tokenized, tag: str):
+    """`accelerate launch` machine ranks 0 and 1 of config `shape` (written to `config`) on
+    this host, CPU only; (processes, [(stdout, stderr)]) once both ended (killed after 300 s)."""
+    Path(config).write_text(yaml.safe_dump(shape))
+    nodes = [subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", "--config_file", config,
+                               "--machine_rank", str(rank), "-m", "phi1.cli", *_cli(tokenized, tag)],
+                              env={**_env(), "ACCELERATE_USE_CPU": "1"}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    try:
+        outs = [node.communicate(timeout=300) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    return nodes, outs
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -161,16 +177,7 @@ def test_two_nodes_on_one_host_with_the_presets_multinode_config(workdir, tokeni
     assert (shape["distributed_type"], shape["num_machines"], shape["rdzv_backend"]) == ("MULTI_GPU", 2, "static")
     shape.update(num_processes=2, main_process_ip="127.0.0.1", main_process_port=_free_port(),
                  mixed_precision="no", use_cpu=True, gpu_ids=None)
-    Path("multinode.yaml").write_text(yaml.safe_dump(shape))
-    nodes = [subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", "--config_file", "multinode.yaml",
-                               "--machine_rank", str(rank), "-m", "phi1.cli", *_cli(tokenized, "nodes")],
-                              env={**_env(), "ACCELERATE_USE_CPU": "1"}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
-    try:
-        outs = [node.communicate(timeout=300) for node in nodes]
-    finally:
-        for node in nodes:
-            node.kill()
+    nodes, outs = _launch_two_nodes(shape, "multinode.yaml", tokenized, "nodes")
     assert [n.returncode for n in nodes] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     two = json.loads(Path("metrics-nodes.json").read_text())  # written by the main process (rank 0)
     assert two["steps"] == 6 and two["tokens"] == one["tokens"]
@@ -257,16 +264,7 @@ def test_two_nodes_on_one_host_with_the_presets_fsdp_multinode_config(workdir, t
     shape.update(num_processes=2, main_process_ip="127.0.0.1", main_process_port=_free_port(),
                  mixed_precision="no", use_cpu=True, gpu_ids=None)
     shape["fsdp_config"].update(fsdp_sync_module_states=False, fsdp_cpu_ram_efficient_loading=False)
-    Path("fsdp.yaml").write_text(yaml.safe_dump(shape))
-    nodes = [subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", "--config_file", "fsdp.yaml",
-                               "--machine_rank", str(rank), "-m", "phi1.cli", *_cli(tokenized, "fsdp")],
-                              env={**_env(), "ACCELERATE_USE_CPU": "1"}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
-    try:
-        outs = [node.communicate(timeout=300) for node in nodes]
-    finally:
-        for node in nodes:
-            node.kill()
+    nodes, outs = _launch_two_nodes(shape, "fsdp.yaml", tokenized, "fsdp")
     for node, (_, err) in zip(nodes, outs):
         assert node.returncode != 0
         assert "the launch config asks for FSDP but Accelerate runs MULTI_CPU" in err, err[-2000:]
