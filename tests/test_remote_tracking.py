@@ -210,7 +210,9 @@ def test_a_server_killed_mid_stage_fails_it_fast_and_the_next_stage_closes_its_r
                 proc.wait(30)
     print(f"stage failed {took:.1f} s after the server was killed: {err.strip().splitlines()[-1]}")
     assert proc.returncode == 2, err[-3000:]
-    assert took < 30
+    # the bound is MLflow's retries as params.yaml sets them (10 s timeout, 3 retries) plus the
+    # rest of the stage's work, with room for a loaded machine; MLflow's defaults take ~4 minutes
+    assert took < 60
     line = _one_error_line(err, url)
     assert run_id in line and "validate" in line
     # The work was done and stays: the report folder, whole.

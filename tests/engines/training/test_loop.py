@@ -284,7 +284,8 @@ def _fsdp_losses(rank: int, world: int, port: int, env: dict, tokens: str, out: 
     from phi1.engines.training.data import BatchOrder, TokenShards
     from phi1.engines.training.model_shapes import build_config
 
-    os.environ.update(env)
+    if world > 1:  # a spawned process: its own environment (the test process's must not get FSDP's)
+        os.environ.update(env)
     torch.set_num_threads(1)
     data = TokenShards(tokens, "train")
     order = BatchOrder(len(data), 8, seed=1234)
