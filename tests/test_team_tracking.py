@@ -209,7 +209,7 @@ def test_the_pipeline_tracks_into_postgresql_and_stores_its_artifacts_in_s3(team
         SELECT t.value, r.run_uuid FROM runs r
         JOIN experiments e ON e.experiment_id = r.experiment_id
         JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'phi1.stage'
-        WHERE e.name = %s AND r.status = 'FINISHED'""", EXPERIMENT))
+        WHERE e.name IN (%s, %s) AND r.status = 'FINISHED'""", EXPERIMENT, EXPERIMENT + "-data"))
     assert stored == {stage: r.info.run_id for stage, r in runs.items()}
     assert pg.query("mlflow", "SELECT count(*) FROM runs") == [(len(every),)]
     pre = runs["pretrain"]
