@@ -26,9 +26,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_plan_gives_every_variant_the_same_budget_and_overrides():
     got = plan(None, 4096, ["pretrain.max_steps=3"])
     assert list(got) == ["unfiltered", "filtered", "filtered+textbook"]
-    assert got["unfiltered"][0] == "tokenize.pretrain_inputs=[data/raw:content]"
+    assert got["unfiltered"][:2] == ["decontaminate.prune_raw=true", "tokenize.pretrain_inputs=[data/pruned/raw:content]"]
     for sets in got.values():
-        assert sets[1:] == ["tokenize.max_tokens=4096", "pretrain.max_steps=3"]
+        assert sets[-2:] == ["tokenize.max_tokens=4096", "pretrain.max_steps=3"]
     assert plan(["filtered"], None)["filtered"] == ["tokenize.pretrain_inputs=[data/pruned/filtered:content]"]
 
 
@@ -235,7 +235,8 @@ def test_shrunken_ablation_through_the_command(tmp_path, small_corpus, monkeypat
     exps = experiments([b for b in show if b["rev"] != "workspace"])
     assert {n: e["state"] for n, e in exps.items()} == {"unfiltered": "success", "filtered": "success"}
     params = {n: e["data"]["params"]["params.yaml"]["data"] for n, e in exps.items()}
-    assert params["unfiltered"]["tokenize"]["pretrain_inputs"] == ["data/raw:content"]
+    assert params["unfiltered"]["tokenize"]["pretrain_inputs"] == ["data/pruned/raw:content"]
+    assert params["unfiltered"]["decontaminate"]["prune_raw"] is True and params["filtered"]["decontaminate"]["prune_raw"] is False
     assert params["filtered"]["tokenize"]["max_tokens"] == 8192 and params["filtered"]["pretrain"]["seed"] == 7
 
     out = repo.root / "reports/ablation"

@@ -266,7 +266,8 @@ def decontaminate_cmd(
     filtered: Annotated[Path, typer.Option(help="Filtered code from `filter`.")] = Path("data/codetextbook/filtered"),
     textbook: Annotated[Path, typer.Option(help="Textbook sections from `synthesize`.")] = Path("data/codetextbook/textbook"),
     exercises: Annotated[Path, typer.Option(help="Exercises from `synthesize`.")] = Path("data/codeexercises"),
-    out: Annotated[Path, typer.Option(help="Folder of the pruned copies: filtered/, textbook/, exercises/.")] = Path("data/pruned"),
+    raw: Annotated[Path, typer.Option(help="Every ingested file, from `ingest`: pruned into raw/ only with decontaminate.prune_raw.")] = Path("data/raw"),
+    out: Annotated[Path, typer.Option(help="Folder of the pruned copies: filtered/, textbook/, exercises/ (and raw/).")] = Path("data/pruned"),
     report: Annotated[Path, typer.Option(help="Report JSON: per-detector counts, flagged pairs, tau sweep.")] = Path("reports/contamination.json"),
     plot: Annotated[Path, typer.Option(help="Sweep plot (PNG).")] = Path("reports/contamination_sweep.png"),
     metrics: Annotated[Path, typer.Option(help="Metrics JSON: removed counts at tau, similar tasks, timings.")] = Path("metrics/decontaminate.json"),
@@ -274,9 +275,11 @@ def decontaminate_cmd(
     """Prune items similar to HumanEval/MBPP (13-gram, embedding and AST match) at tau; report a tau sweep."""
     from phi1.decontaminate.stage import run
 
-    run(_config("decontaminate", params, overrides),
-        datasets={"filtered": filtered, "textbook": textbook, "exercises": exercises},
-        out=out, report_path=report, plot_path=plot, metrics_path=metrics)
+    cfg = _config("decontaminate", params, overrides)
+    datasets = {"filtered": filtered, "textbook": textbook, "exercises": exercises}
+    if cfg.prune_raw:
+        datasets["raw"] = raw
+    run(cfg, datasets=datasets, out=out, report_path=report, plot_path=plot, metrics_path=metrics)
 
 
 @stage_command("tokenize")

@@ -533,6 +533,8 @@ class DecontaminateConfig(EmbeddingConfig):
     """Folder caching the benchmark tasks' embeddings (they never change for one embedding); null disables."""
     max_flagged_in_report: int = 10000
     """Flagged (item, task, detector, score) rows listed in reports/contamination.json, highest scores first."""
+    prune_raw: bool = False
+    """Also prune data/raw (every ingested file, no quality filter) into data/pruned/raw, for the ablation's unfiltered variant, so that every variant trains on decontaminated data; off in the recipe, which trains on the filtered code."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

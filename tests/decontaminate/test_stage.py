@@ -85,3 +85,21 @@ def test_rerun_reuses_scores_of_unchanged_datasets(workdir, small_corpus, tmp_pa
     paths["exercises"] = write(tmp_path / "e2", planted[3:5], EXERCISES_SCHEMA)
     changed, _ = once(paths)
     assert changed["cached"] == ["filtered"] and changed["removed"]["exercises"] == 2
+
+
+def test_prune_raw_prunes_the_unfiltered_corpus_as_it_prunes_the_filtered_code(workdir, small_corpus, tmp_path):
+    """The ablation's unfiltered variant trains on data/pruned/raw: disguised HumanEval
+    solutions planted as files of the raw corpus are pruned from it, its own files stay."""
+    from tests.decontaminate.conftest import filtered_rows, planted_humaneval, write
+
+    corpus = filtered_rows(small_corpus)
+    planted = [{"id": f"planted-{i}", "path": f"planted/{r['function_name']}.py", "content": r["prompt"] + r["solution"],
+                "quality_score": 0.0} for i, r in enumerate(planted_humaneval()[:12])]
+    raw = write(tmp_path / "raw", corpus + planted)
+    cfg = DecontaminateConfig(detectors=("ngram", "ast"), benchmarks=("humaneval",), prune_raw=True)
+    m = run(cfg, {"filtered": write(tmp_path / "f", corpus), "raw": raw}, out=workdir / "p",
+            report_path=workdir / "r.json", plot_path=workdir / "s.png", metrics_path=workdir / "m.json", progress=False)
+    kept = {r["id"] for r in read_table(workdir / "p" / "raw").to_pylist()}
+    assert kept == {r["id"] for r in corpus}
+    assert m["removed"] == {"filtered": 0, "raw": 12} and m["tasks_similar"]["humaneval"] == 12
+    assert sorted(p.name for p in (workdir / "p").iterdir() if not p.name.startswith(".")) == ["filtered", "raw"]

@@ -25,9 +25,10 @@ DEFAULT_MAX_TOKENS = 2_000_000
 
 # Variant -> the params it sets (as `dvc exp run -S`). Params only: no code path of its own.
 VARIANTS: dict[str, tuple[str, ...]] = {
-    # The Stack analogue: every ingested file, no quality filter (deduplicated, NOT
-    # decontaminated: the paper's unfiltered baseline was not either).
-    "unfiltered": ("tokenize.pretrain_inputs=[data/raw:content]",),
+    # The Stack analogue: every ingested file, no quality filter; deduplicated and, like
+    # every variant, decontaminated (decontaminate.prune_raw writes data/pruned/raw), so
+    # that no variant is ahead for having seen benchmark solutions.
+    "unfiltered": ("decontaminate.prune_raw=true", "tokenize.pretrain_inputs=[data/pruned/raw:content]"),
     # CodeTextbook without the synthetic textbook: the quality-filtered code only.
     "filtered": ("tokenize.pretrain_inputs=[data/pruned/filtered:content]",),
     # The default recipe: filtered code + synthetic textbook (the token cap samples

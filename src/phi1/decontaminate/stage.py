@@ -5,7 +5,8 @@
 
 Reads data/codetextbook/filtered, data/codetextbook/textbook and data/codeexercises;
 writes their pruned copies to data/pruned/{filtered,textbook,exercises} (same columns plus
-`contamination_score`, the item's highest detector score), reports/contamination.json,
+`contamination_score`, the item's highest detector score; with `prune_raw`, data/raw too,
+into data/pruned/raw, for the ablation's unfiltered variant), reports/contamination.json,
 reports/contamination_sweep.png and metrics/decontaminate.json.
 
 The three detectors of phi-1 (section 5), each scoring an item against every task in [0, 1]:

@@ -20,8 +20,8 @@ from typing import Any, Optional, Sequence
 from phi1.decontaminate.astmatch import Tree, module_functions
 from phi1.engines.markdown import python_blocks
 
-DATASETS = ("filtered", "textbook", "exercises")
-COLUMNS = {"filtered": ["content"], "textbook": ["text"], "exercises": ["prompt", "solution"]}
+DATASETS = ("filtered", "textbook", "exercises", "raw")
+COLUMNS = {"filtered": ["content"], "raw": ["content"], "textbook": ["text"], "exercises": ["prompt", "solution"]}
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Unit:
 
 
 def item_text(dataset: str, row: dict[str, Any]) -> str:
-    if dataset == "filtered":
+    if dataset in ("filtered", "raw"):
         return row["content"] or ""
     if dataset == "textbook":
         return row["text"] or ""
