@@ -213,9 +213,9 @@ def shrunk_params(corpus: Path) -> dict:
 
 @pytest.mark.slow
 def test_shrunken_ablation_through_the_command(tmp_path, small_corpus, monkeypatch):
-    """~3 min on the 2-core box: `dvc repro validate` once, then `phi1 ablate` with two
-    variants (tokenize -> evaluate each, in DVC's queue), then one of them under two seeds,
-    seed 7 being the first run's exp again (all from DVC's run cache): three trainings."""
+    """~2.5 min on the 2-core box: `dvc repro validate` once, then `phi1 ablate` with two
+    variants (tokenize -> evaluate each, in DVC's queue; unfiltered decontaminates data/raw
+    first). The seed repeats are the `long` test below."""
     import mlflow
 
     # A relative sqlite URI, as a user has it: ablate must make it absolute for the queue.
@@ -237,6 +237,8 @@ def test_shrunken_ablation_through_the_command(tmp_path, small_corpus, monkeypat
     params = {n: e["data"]["params"]["params.yaml"]["data"] for n, e in exps.items()}
     assert params["unfiltered"]["tokenize"]["pretrain_inputs"] == ["data/pruned/raw:content"]
     assert params["unfiltered"]["decontaminate"]["prune_raw"] is True and params["filtered"]["decontaminate"]["prune_raw"] is False
+    pruned = {n: e["data"]["metrics"]["metrics/decontaminate.json"]["data"]["items"] for n, e in exps.items()}
+    assert "raw" in pruned["unfiltered"] and "raw" not in pruned["filtered"]  # every variant decontaminated
     assert params["filtered"]["tokenize"]["max_tokens"] == 8192 and params["filtered"]["pretrain"]["seed"] == 7
 
     out = repo.root / "reports/ablation"
@@ -297,6 +299,27 @@ def test_shrunken_ablation_through_the_command(tmp_path, small_corpus, monkeypat
     assert redrawn["baseline"] == first and redrawn["rows"] == res["rows"]
     assert len(client.search_runs([exp.experiment_id], "tags.`phi1.stage` = 'ablate'")) == 2
 
+
+
+@pytest.mark.long  # ~2.5 min: three trainings; make test keeps the two-variant run above
+def test_seed_repeats_reuse_the_run_cache_and_add_the_noise(tmp_path, small_corpus):
+    """`filtered` under seed 7, then `--seeds 7,8`: seed 7's exp is restored from DVC's
+    run cache (no stage runs), seed 8 trains anew, and the results add mean +- sd."""
+    import mlflow
+
+    env = tool_env(MLFLOW_TRACKING_URI="sqlite:///mlflow.db")
+    env.pop("PHI1_EXPERIMENT", None)
+    repo = pipeline_repo(tmp_path / "repo", shrunk_params(small_corpus), env)
+    repo.sh("dvc", "repro", "validate")
+    repo.commit("baseline: shared upstream stages")
+    repo.sh("phi1", "ablate", "--variants", "filtered", "--max-tokens", "8192", "-S", "pretrain.seed=7",
+            "-S", "finetune.seed=7", "--poll", "3", "--timeout", "600")
+    base = {r["variant"]: r["humaneval_solution_loss"] for r in json.loads(
+        (repo.root / "reports/ablation/results.json").read_text())["rows"] if r["checkpoint"] == "base"}
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo.root}/mlflow.db")
+    exp = client.get_experiment_by_name("phi1-ablation")
+    both = [exp.experiment_id, client.get_experiment_by_name("phi1-ablation-data").experiment_id]
+
     # --seeds: `filtered` again under training seeds 7 and 8 (exps filtered-seed7/-seed8);
     # seed 7 is the run above's exp again: DVC's run cache restores every stage of it
     seeded = repo.sh("phi1", "ablate", "--variants", "filtered", "--seeds", "7,8", "--max-tokens", "8192",
@@ -313,10 +336,9 @@ def test_shrunken_ablation_through_the_command(tmp_path, small_corpus, monkeypat
     assert seed7["humaneval_solution_loss"] == pytest.approx(base["filtered"])  # the same pretrained model
     seed8 = next(r for r in got["rows"] if r["seed"] == 8 and r["checkpoint"] == "base")
     assert seed8["humaneval_solution_loss"] != seed7["humaneval_solution_loss"]  # trained anew
-    # the first two exps branch off the commit before "later work": -n 2 shows both baselines
-    shown = json.loads(repo.sh("dvc", "exp", "show", "--json", "-n", "2").stdout)
+    shown = json.loads(repo.sh("dvc", "exp", "show", "--json").stdout)
     names = {e["name"] for b in shown for e in b.get("experiments") or []}
-    assert {"unfiltered", "filtered", "filtered-seed7", "filtered-seed8"} <= names
+    assert {"filtered", "filtered-seed7", "filtered-seed8"} <= names
     runs = client.search_runs(both, "tags.`phi1.seed` = '8'")
     assert runs and {r.data.tags["phi1.variant"] for r in runs} == {"filtered"}
     last = client.search_runs([exp.experiment_id], "tags.`phi1.stage` = 'ablate'", order_by=["attributes.start_time DESC"])[0]

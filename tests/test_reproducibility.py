@@ -5,9 +5,8 @@ Each run is one subprocess (the settings are read when torch/oneDNN/BLAS load) t
 stages' `run` functions in dvc.yaml order with dvc.yaml's paths, under test-sized params.
 The outputs are compared file by file by md5, the hash DVC records for each file of an out.
 
-- default suite: embed -> filter -> tokenize (the stages that do float maths with torch and
-  scikit-learn) on one shared ingest + annotate;
-- `long`: every data stage, ingest -> tokenize, validate included.
+Every data stage runs, ingest -> tokenize, validate included, once with one thread and once
+with two threads and oneDNN allowed to compute float32 in bfloat16.
 """
 
 from __future__ import annotations
@@ -118,37 +117,7 @@ def assert_same(first: dict[str, str], second: dict[str, str]) -> None:
     assert not differ, f"outputs differ between the two settings: {differ}"
 
 
-@pytest.mark.long  # two fresh processes of three stages: ~40 s idle, over make test's budget
-def test_embed_filter_tokenize_give_the_same_bytes_under_other_threads_and_fpmath(tmp_path, small_corpus):
-    """Two interpreters: ingest -> annotate -> embed -> filter -> tokenize (pretraining
-    tokens of the filtered files) serially, then embed -> filter -> tokenize again on the
-    same raw files and annotations under the other settings."""
-    import shutil
-
-    stages = ["embed", "filter", "tokenize"]
-    outs = [o for o in stage_outs(stages) if o != "data/tokens/finetune"]  # no exercises here
-    runs = {}
-    for name, settings in (("serial", SERIAL), ("other", OTHER)):
-        root = project(tmp_path / name, small_corpus)
-        params = yaml.safe_load((root / "params.yaml").read_text())
-        params["tokenize"]["pretrain_inputs"] = ["data/codetextbook/filtered:content"]
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        if name == "serial":
-            run_stages(root, ["ingest", "annotate", *stages], settings)
-        else:
-            for shared in ("data/raw", "data/annotations"):
-                shutil.copytree(tmp_path / "serial" / shared, root / shared)
-            shutil.copyfile(tmp_path / "serial/mlflow.db", root / "mlflow.db")
-            run_stages(root, stages, settings)
-        runs[name] = digests(root, outs)
-    assert any(f.startswith("data/embeddings/") for f in runs["serial"])
-    assert any(f.startswith("data/tokens/pretrain/") for f in runs["serial"])
-    assert_same(runs["serial"], runs["other"])
-    metrics = json.loads((tmp_path / "serial/metrics/filter.json").read_text())
-    assert 0 < metrics["n_kept"] < metrics["n_scored"]  # the filter kept some files and dropped some
-
-
-@pytest.mark.long  # 45 s: make test was 733 s with it in, over its 12 minutes; make test-cluster runs it
+@pytest.mark.slow  # ~45 s: two interpreters run the eight data stages
 def test_every_data_stage_gives_the_same_bytes_under_other_threads_and_fpmath(tmp_path, small_corpus):
     """ingest -> tokenize (validate included) twice, each in one interpreter."""
     stages = ["ingest", "annotate", "embed", "filter", "synthesize", "decontaminate", "validate", "tokenize"]
@@ -160,3 +129,5 @@ def test_every_data_stage_gives_the_same_bytes_under_other_threads_and_fpmath(tm
     assert any(f.startswith("data/tokens/finetune/") for f in runs["serial"])
     assert any(f.startswith("reports/validation/") for f in runs["serial"])
     assert_same(runs["serial"], runs["other"])
+    metrics = json.loads((tmp_path / "serial/metrics/filter.json").read_text())
+    assert 0 < metrics["n_kept"] < metrics["n_scored"]  # the filter kept some files and dropped some

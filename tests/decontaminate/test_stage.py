@@ -103,3 +103,28 @@ def test_prune_raw_prunes_the_unfiltered_corpus_as_it_prunes_the_filtered_code(w
     assert kept == {r["id"] for r in corpus}
     assert m["removed"] == {"filtered": 0, "raw": 12} and m["tasks_similar"]["humaneval"] == 12
     assert sorted(p.name for p in (workdir / "p").iterdir() if not p.name.startswith(".")) == ["filtered", "raw"]
+
+
+def test_scoring_a_chunk_at_a_time_changes_no_score(workdir, small_corpus, tmp_path, monkeypatch):
+    """Big corpora are scored CHUNK_ITEMS items at a time (bounded memory): chunks of 5
+    give the same flags, item scores, AST counts and cache key as one chunk."""
+    from phi1.decontaminate import stage
+    from phi1.decontaminate.references import load_references
+    from tests.decontaminate.conftest import filtered_rows, planted_humaneval, write
+
+    rows = filtered_rows(small_corpus)
+    rows[3:3] = [{"id": f"planted-{i}", "path": "p.py", "content": r["prompt"] + r["solution"], "quality_score": 0.0}
+                 for i, r in enumerate(planted_humaneval()[:8])]
+    table = read_table(write(tmp_path / "raw", rows))
+    cfg = DecontaminateConfig(detectors=("ngram", "ast"), benchmarks=("humaneval",), cache_path=None)
+    refs = load_references(cfg.benchmarks)
+    whole = stage.score(cfg, {"raw": table}, progress=False)
+    key = stage._cache_key(cfg, refs, "raw", table)
+    monkeypatch.setattr(stage, "CHUNK_ITEMS", 5)
+    chunked = stage.score(cfg, {"raw": table}, progress=False)
+    assert table.num_rows > 3 * 5 and chunked["flags"] == whole["flags"] and len(whole["flags"]) >= 8
+    assert chunked["item_max"] == whole["item_max"]
+    drop = ("seconds",)
+    assert {k: v for k, v in chunked["ast"]["raw"].items() if k not in drop} == {
+        k: v for k, v in whole["ast"]["raw"].items() if k not in drop}
+    assert stage._cache_key(cfg, refs, "raw", table) == key

@@ -95,7 +95,7 @@ def test_missing_sbatch_is_a_one_line_error_and_writes_nothing(tmp_path, small_c
 # --------------------------------------------------------------------------- Ray
 
 
-@pytest.mark.slow
+@pytest.mark.long  # ~25 s (a Ray instance starts): make test-cluster runs it with the other scale-out engines
 def test_ray_executor_on_a_local_instance_equals_local(tmp_path, small_corpus):
     import ray  # a dev dependency: missing, the test fails rather than skips
 

@@ -29,6 +29,15 @@ def test_prompt_carries_only_the_imports_the_function_uses():
     assert ex2.tests == ""  # no examples, no tests
 
 
+def test_a_comment_after_the_docstring_is_not_in_the_prompt():
+    """great_expectations writes `\"\"\"  # noqa: E501`: the prompt still ends at the quotes
+    (the exercises suite expects it), also after non-ASCII text on that line."""
+    src = 'def halve(x):\n    """Half of x, e.g. ½."""  # noqa: E501 # FIXME\n    return x / 2\n'
+    ex = exercise_from_source(src, "halve")
+    assert ex.prompt == 'def halve(x):\n    """Half of x, e.g. ½."""\n'
+    assert ex.solution == "    return x / 2\n" and parses(ex.program)
+
+
 @pytest.mark.parametrize(
     "name, reason",
     [("uses_global", "not_self_contained"), ("nope", "wrong_function_name")],

@@ -92,13 +92,15 @@ def candidate_pairs(units: Sequence[Unit], refs: Sequence[Reference], floor: flo
     is False), then the `allowed` mask (embedding top-k) when given."""
     stats = stats if stats is not None else AstStats()
     ref_ids = [j for j, r in enumerate(refs) if r.tree is not None]
-    stats.pairs = len(units) * len(ref_ids)
+    n_pairs = len(units) * len(ref_ids)
+    stats.pairs += n_pairs  # every count adds up over calls (decontaminate scores a chunk at a time)
     if not units or not ref_ids:
         return []
     if not use_bounds:
         pairs = [(u, j) for u in range(len(units)) for j in ref_ids if allowed is None or allowed[u, j]]
-        stats.after_size = stats.after_labels = stats.pairs
-        stats.after_top_k = len(pairs)
+        stats.after_size += n_pairs
+        stats.after_labels += n_pairs
+        stats.after_top_k += len(pairs)
         return pairs
     u_size = np.fromiter((u.tree.size for u in units), dtype=np.int64, count=len(units))
     u_hist = _histograms([u.tree for u in units], HIST_DIM)
@@ -122,7 +124,7 @@ def candidate_pairs(units: Sequence[Unit], refs: Sequence[Reference], floor: flo
         stats.after_top_k += len(keep)
         out.extend((int(u), j) for u in keep)
     if allowed is None:
-        stats.after_top_k = stats.after_labels
+        stats.after_top_k = stats.after_labels  # no top-k: nothing more dropped
     return out
 
 
@@ -157,7 +159,7 @@ def ast_pairs(units: Sequence[Unit], refs: Sequence[Reference], floor: float,
             out.append((u, j, score))
     if not use_bounds:
         stats.after_sequence = stats.ted_computed
-    stats.seconds = round(time.perf_counter() - start, 3)
+    stats.seconds = round(stats.seconds + time.perf_counter() - start, 3)  # summed over calls
     return out
 
 

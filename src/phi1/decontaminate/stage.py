@@ -34,6 +34,9 @@ from phi1.errors import Phi1Error
 from phi1.io import check_output, outputs, read_table, write_json, write_shards
 
 SHARD_SIZE = 2000
+CHUNK_ITEMS = 2000
+"""Items scored at a time: the parsed trees of one chunk are all that is held, so memory
+stays flat with the corpus (items are independent; a chunk changes no score)."""
 
 
 def _load(datasets: Mapping[str, str | Path]) -> dict[str, pa.Table]:
@@ -116,17 +119,33 @@ class _Context:
 
 def _score_dataset(ctx: _Context, name: str, table: pa.Table) -> dict[str, Any]:
     from phi1.decontaminate import detect
-    from phi1.decontaminate.units import COLUMNS, extract_units, item_text
+    from phi1.decontaminate.units import COLUMNS
+
+    cfg, refs = ctx.cfg, ctx.refs
+    ids = table.column("id").to_pylist()
+    best = [0.0] * len(ids)
+    flags: dict[tuple, dict[str, Any]] = {}
+    stats = detect.AstStats() if "ast" in cfg.detectors else None
+    n_units = 0
+    for start in range(0, table.num_rows, CHUNK_ITEMS):
+        rows = table.slice(start, CHUNK_ITEMS).select(COLUMNS[name]).to_pylist()
+        n_units += _score_chunk(ctx, name, rows, start, ids, best, flags, stats)
+    ast_stats = stats.as_dict() | {"units": n_units} if stats is not None else None
+    return {"flags": list(flags.values()), "item_max": best, "ast": ast_stats}
+
+
+def _score_chunk(ctx: _Context, name: str, rows: list[dict[str, Any]], offset: int, ids: list[str],
+                 best: list[float], flags: dict[tuple, dict[str, Any]], stats) -> int:
+    """Score rows[i] = item offset + i into `best` and `flags`; return its function count."""
+    from phi1.decontaminate import detect
+    from phi1.decontaminate.units import extract_units, item_text
 
     cfg, refs, timings = ctx.cfg, ctx.refs, ctx.timings
     floor = min(min(cfg.sweep), cfg.tau)
-    ids = table.column("id").to_pylist()
-    rows = table.select(COLUMNS[name]).to_pylist()
-    best = [0.0] * len(rows)
-    flags: dict[tuple, dict[str, Any]] = {}
 
     def flag(item, unit, ref, detector, value):
         # One flag per (item, task, detector): the best unit of the item.
+        item += offset
         key = (ids[item], refs[ref].task_id, detector)
         if key not in flags or value > flags[key]["score"]:
             flags[key] = {"dataset": name, "id": ids[item], "unit": unit, "benchmark": refs[ref].benchmark,
@@ -136,12 +155,12 @@ def _score_dataset(ctx: _Context, name: str, table: pa.Table) -> dict[str, Any]:
         t = time.perf_counter()
         for i, row in enumerate(rows):
             for r, value in ctx.index.scores(item_text(name, row)).items():
-                best[i] = max(best[i], value)
+                best[offset + i] = max(best[offset + i], value)
                 if value >= floor - detect.EPS:
                     flag(i, None, r, "ngram", value)
         timings["ngram"] += time.perf_counter() - t
     embed_here = "embedding" in cfg.detectors and name in cfg.embedding_datasets
-    ast_stats = None
+    units: list = []
     if "ast" in cfg.detectors or embed_here:
         t = time.perf_counter()
         units = extract_units(name, rows, want_source=embed_here, workers=cfg.workers)
@@ -152,22 +171,23 @@ def _score_dataset(ctx: _Context, name: str, table: pa.Table) -> dict[str, Any]:
             vecs = ctx.embed([u.source or "" for u in units], f"embed {name}")
             if len(units):
                 for u, value in enumerate((vecs @ ctx.ref_vecs.T).max(axis=1)):
-                    best[units[u].item] = max(best[units[u].item], float(value))
+                    item = offset + units[u].item
+                    best[item] = max(best[item], float(value))
             top_k = cfg.ast_top_k if "ast" in cfg.detectors else None
             pairs, allowed = detect.embedding_pairs(vecs, ctx.ref_vecs, floor, top_k)
             for u, r, value in pairs:
                 flag(units[u].item, f"{units[u].name}@{units[u].lineno}", r, "embedding", value)
             timings["embedding"] += time.perf_counter() - t
         if "ast" in cfg.detectors:
-            stats = detect.AstStats()
+            seconds = stats.seconds
             pairs = detect.ast_pairs(units, refs, floor, allowed=allowed, min_nodes=cfg.ast_min_nodes,
                                      progress=ctx.progress, stats=stats)
             for u, r, value in pairs:
-                best[units[u].item] = max(best[units[u].item], value)
+                item = offset + units[u].item
+                best[item] = max(best[item], value)
                 flag(units[u].item, f"{units[u].name}@{units[u].lineno}", r, "ast", value)
-            ast_stats = stats.as_dict() | {"units": len(units)}
-            timings["ast"] += stats.seconds
-    return {"flags": list(flags.values()), "item_max": best, "ast": ast_stats}
+            timings["ast"] += stats.seconds - seconds
+    return len(units)
 
 
 def _cache_key(cfg: Any, refs, name: str, table: pa.Table) -> str:
@@ -182,8 +202,12 @@ def _cache_key(cfg: Any, refs, name: str, table: pa.Table) -> str:
     if "embedding" in cfg.detectors and name in cfg.embedding_datasets:
         settings.update(embedding=cfg.embedding, max_tokens=cfg.max_tokens, embedded=True)
     h.update(repr((SCORER_VERSION, name, sorted(settings.items()), [(r.task_id, r.text) for r in refs])).encode())
-    for col in ["id", *COLUMNS[name]]:
-        h.update(json.dumps(table.column(col).to_pylist()).encode())
+    for col in ["id", *COLUMNS[name]]:  # json.dumps of the whole column, written a chunk at a time
+        h.update(b"[")
+        for start in range(0, table.num_rows, CHUNK_ITEMS):
+            part = json.dumps(table.column(col).slice(start, CHUNK_ITEMS).to_pylist())[1:-1]
+            h.update(((", " if start else "") + part).encode())
+        h.update(b"]")
     return h.hexdigest()[:32]
 
 
@@ -258,7 +282,8 @@ def run(cfg: DecontaminateConfig, datasets: Mapping[str, str | Path], out: str |
             scores = pa.array(result["item_max"][name], type=pa.float64())
             pruned = t.append_column("contamination_score", scores).filter(pa.array(keep, type=pa.bool_()))
             (tmp / name).mkdir()
-            write_shards(tmp / name, pruned.to_pylist(), shard_size=SHARD_SIZE, schema=pruned.schema)
+            rows = (r for batch in pruned.to_batches(max_chunksize=SHARD_SIZE) for r in batch.to_pylist())
+            write_shards(tmp / name, rows, shard_size=SHARD_SIZE, schema=pruned.schema)
 
         n_items = {name: t.num_rows for name, t in tables.items()}
         metrics = {

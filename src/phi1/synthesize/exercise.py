@@ -117,6 +117,9 @@ def exercise_from_function(source: str, tree: ast.Module, func: ast.FunctionDef,
     if func.body[1].lineno <= doc_node.end_lineno or doc_node.lineno <= func.lineno:
         return "one_line_layout"  # `def f(): "doc"; return 1`: no line to split at
     head = lines[func.lineno - 1 : doc_node.end_lineno]
+    # The prompt ends at the docstring's closing quotes: a comment after them on the same
+    # line (`"""  # noqa: E501`) is not part of the exercise (offsets count UTF-8 bytes).
+    head[-1] = head[-1].encode()[: doc_node.end_col_offset].decode(errors="ignore").rstrip()
     body = lines[doc_node.end_lineno : func.end_lineno]
     while body and not body[-1].strip():
         body.pop()

@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from phi1.config import SynthesizeConfig
 from phi1.errors import Phi1Error
-from phi1.io import check_output, iter_rows, outputs, write_shards
+from phi1.io import check_output, iter_rows, outputs, shard_files, write_shards
 from phi1.synthesize.exercise import Exercise
 from phi1.synthesize.lists import Lists, Request, draw_requests, load_lists
 
@@ -115,7 +115,14 @@ def _embedder(cfg: Any):
 def _extractive(cfg: Any, lists: Lists, filtered: Path, embedder, box, progress: bool):
     from phi1.synthesize import extractive as ex
 
-    mined = ex.mine(iter_rows(filtered, columns=["id", "path", "content"]), cfg.min_body_lines, cfg.max_body_lines)
+    import pyarrow.parquet as pq
+
+    from phi1.engines.progress import tracked
+
+    n_files = sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(filtered))
+    rows = tracked(iter_rows(filtered, columns=["id", "path", "content"]), "synthesize: mine files", total=n_files,
+                   enabled=progress)
+    mined = ex.mine(rows, cfg.min_body_lines, cfg.max_body_lines)
     # Check every candidate that has examples before drawing, so each request gets a working one.
     candidates = [it.exercise for it in mined.exercises]
     verdicts = _check(cfg, candidates, box, progress)

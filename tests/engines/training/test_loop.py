@@ -163,7 +163,7 @@ def test_accelerate_launch_two_cpu_processes(workdir, tokenized):
         "random_states_0.pkl", "random_states_1.pkl"}
 
 
-@pytest.mark.slow  # 14 s on an idle 2-core machine
+@pytest.mark.long  # 14 s on an idle 2-core machine; make test-cluster runs it with the other scale-out checks
 def test_two_nodes_on_one_host_with_the_presets_multinode_config(workdir, tokenized):
     """The repo's multi-node config shape (pipelines/phi-1/accelerate/ddp-multinode.yaml),
     run as two "nodes" on this host: two `accelerate launch` processes, machine_rank 0
