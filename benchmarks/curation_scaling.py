@@ -83,14 +83,14 @@ def prepare(project: Path, preset: str | None, fraction: float) -> None:
 
 def count_files(project: Path, src: dict) -> int:
     """How many files the source lists, from the ingest stage's own planner."""
-    from phi1.config import IngestConfig
+    from phi1.config import IngestConfig, from_dict
     from phi1.ingest.stage import plan_sources
 
     cwd = os.getcwd()
     os.chdir(project)
     try:
-        cfg = IngestConfig.model_validate({**yaml.safe_load((project / "params.yaml").read_text())["ingest"],
-                                           "sources": [{**src, "limit": None}]})
+        params = yaml.safe_load((project / "params.yaml").read_text())["ingest"]
+        cfg = from_dict(IngestConfig, {**params, "sources": [{**src, "limit": None}]}, "ingest")
         return sum(len(p.files) for p in plan_sources(cfg))
     finally:
         os.chdir(cwd)

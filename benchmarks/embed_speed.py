@@ -19,6 +19,9 @@ For each candidate it prints:
 
 `--threads` sets torch's (and BLAS's) threads, 2 by default (the dev box).
 
+`--sample N` keeps N evenly spread files and every annotated file (a corpus too big to
+embed whole with the baseline); the decisions are then over that sample.
+
 On a busy machine, `--speed-files N` times every candidate on the same N files (every
 k-th file of data/raw) and `--baseline-vectors data/embeddings` takes the baseline's
 vectors of all files from the `embed` stage's output of that run instead of embedding
@@ -57,6 +60,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="first N files only (a quick look)")
+    ap.add_argument("--sample", type=int, default=None,
+                    help="N evenly spread files plus every annotated file (a big corpus: decisions on a sample)")
     ap.add_argument("--speed-files", type=int, default=None,
                     help="time each candidate on N evenly spread files (default: all)")
     ap.add_argument("--baseline-vectors", type=Path, default=None,
@@ -82,6 +87,12 @@ def main() -> None:
     if args.limit:
         ids, texts = ids[: args.limit], texts[: args.limit]
     ann = read_annotations(args.annotations)
+    if args.sample:
+        annotated = set(ann.ids)
+        step = max(1, len(ids) // args.sample)
+        pick = [r for r, i in enumerate(ids) if r % step == 0 or i in annotated]
+        print(f"sample: every {step}th of {len(ids)} files and the annotated ones", flush=True)
+        ids, texts = [ids[r] for r in pick], [texts[r] for r in pick]
     row = {i: r for r, i in enumerate(ids)}
     keep_ann = [k for k, i in enumerate(ann.ids) if i in row]
     ann_rows = [row[ann.ids[k]] for k in keep_ann]
