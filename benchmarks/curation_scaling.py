@@ -8,7 +8,7 @@ Makes --project a clone of this repository (unless it already is one), applies t
 `limit`; listings are sorted, so the same files every run) and runs the curation stages
 one by one with `dvc repro -s -f <stage>`. The whole process tree of each stage (dvc,
 phi1, datatrove's and the sandbox's workers) is sampled every 0.25 s with psutil: peak
-RSS is the largest sum over the tree; CPU s is what wait4 reports for the stage and the
+RSS is the largest sum over the tree (and the largest single process is kept too); CPU s is what wait4 reports for the stage and the
 descendants it reaped, or the sum of each process's last reading if that is larger.
 Prints a table in files/s and ms per kept file, and writes it as JSON to --json. Wall
 time on a shared machine depends on the neighbours: read CPU s alongside it.
@@ -38,6 +38,7 @@ class TreeSampler:
     def __init__(self, pid: int, every: float = 0.25):
         self.root, self.every = psutil.Process(pid), every
         self.peak_rss, self.cpu, self.peak_procs = 0, {}, 0
+        self.peak_one = 0  # the largest single process (ingest: the dedup coordinator)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -51,7 +52,9 @@ class TreeSampler:
             rss = 0
             for p in procs:
                 try:
-                    rss += p.memory_info().rss
+                    one = p.memory_info().rss
+                    rss += one
+                    self.peak_one = max(self.peak_one, one)
                     t = p.cpu_times()
                     self.cpu[p.pid] = t.user + t.system  # own time only: children are in the tree
                 except psutil.NoSuchProcess:
@@ -108,7 +111,8 @@ def run_stage(project: Path, stage: str, log) -> dict:
         sys.exit(f"stage {stage} failed (exit {rc}); its output is in {log.name}")
     return {"stage": stage, "wall_s": round(time.perf_counter() - t0, 1),
             "cpu_s": round(max(usage.ru_utime + usage.ru_stime, sum(sampler.cpu.values())), 1),
-            "peak_rss_mb": round(sampler.peak_rss / 2**20), "peak_processes": sampler.peak_procs}
+            "peak_rss_mb": round(sampler.peak_rss / 2**20), "largest_process_mb": round(sampler.peak_one / 2**20),
+            "peak_processes": sampler.peak_procs}
 
 
 def main() -> None:

@@ -321,6 +321,30 @@ def shard_files(path: str | Path) -> list[Path]:
     return sorted(p.glob("*.parquet"))
 
 
+def dataset_shards(path: str | Path, what: str, producer: str | None = None) -> list[Path]:
+    """The parquet shards of a stage's input dataset; a missing folder, or one without
+    shards, is a Phi1Error naming it (and `phi1 <producer>`, the stage that writes it)."""
+    hint = f" (run `phi1 {producer}`)" if producer else ""
+    try:
+        files = shard_files(path)
+    except FileNotFoundError:
+        raise Phi1Error(f"{what} dataset not found: {path}{hint}") from None
+    if not files:
+        raise Phi1Error(f"{what} dataset has no parquet shards: {path}{hint}")
+    return files
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read a MiB at a time."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
     """All shards of a dataset folder (or one parquet file) as one table."""
     files = shard_files(path)

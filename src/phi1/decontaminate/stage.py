@@ -121,7 +121,7 @@ def _score_dataset(ctx: _Context, name: str, table: pa.Table) -> dict[str, Any]:
     from phi1.decontaminate import detect
     from phi1.decontaminate.units import COLUMNS
 
-    cfg, refs = ctx.cfg, ctx.refs
+    cfg = ctx.cfg
     ids = table.column("id").to_pylist()
     best = [0.0] * len(ids)
     flags: dict[tuple, dict[str, Any]] = {}

@@ -40,7 +40,7 @@ from phi1.config import EmbedConfig
 from phi1.engines.embed import Embedder, load_embedder
 from phi1.engines.vectors import SPEC_FILE, content_sha256, write_spec, write_vectors
 from phi1.errors import Phi1Error
-from phi1.io import check_output, naming, outputs, shard_files
+from phi1.io import check_output, dataset_shards, file_sha256, naming, outputs
 
 CACHE_FORMAT = 1
 """Bumped when what a cache entry holds changes."""
@@ -48,12 +48,7 @@ CACHE_FORMAT = 1
 
 def raw_shards(raw: Path) -> list[Path]:
     """The parquet shards of data/raw, checked for the columns this stage reads."""
-    try:
-        files = shard_files(raw)
-    except FileNotFoundError:
-        raise Phi1Error(f"raw dataset not found: {raw} (run `phi1 ingest`)") from None
-    if not files:
-        raise Phi1Error(f"raw dataset has no parquet shards: {raw}")
+    files = dataset_shards(raw, "raw", "ingest")
     names = pq.read_schema(files[0]).names
     for col in ("id", "content"):
         if col not in names:
@@ -118,7 +113,7 @@ def _model_key(embedder: Embedder, cfg: EmbedConfig) -> str:
     model_files = None
     if embedder.spec.startswith("hf:"):  # a local folder: the same path may hold new weights
         d = Path(embedder.spec[3:].strip()).expanduser()
-        model_files = {str(p.relative_to(d)): _file_sha256(p) for p in sorted(d.rglob("*")) if p.is_file()}
+        model_files = {str(p.relative_to(d)): file_sha256(p) for p in sorted(d.rglob("*")) if p.is_file()}
     return json.dumps({
         "format": CACHE_FORMAT,
         "spec": embedder.describe(),
@@ -126,16 +121,8 @@ def _model_key(embedder: Embedder, cfg: EmbedConfig) -> str:
         "device": embedder.device,
         "versions": versions,
         "model_files": model_files,
-        "code": _file_sha256(Path(engine.__file__)),
+        "code": file_sha256(Path(engine.__file__)),
     }, sort_keys=True)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- stage

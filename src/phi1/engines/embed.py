@@ -45,6 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from phi1.errors import Phi1Error
+from phi1.io import file_sha256
 
 CHARS_PER_TOKEN = 8
 """Characters kept per token of budget before tokenising. Code averages 3-4 characters per
@@ -208,14 +209,6 @@ def model2vec_cache_dir() -> Path:
     return Path(base) / "phi1" / "model2vec"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def distill_key(source: Path) -> str:
     """sha256 of everything a distilled model depends on: the source model's files (path and
     content), the distillation settings and the versions of the libraries that compute it."""
@@ -228,7 +221,7 @@ def distill_key(source: Path) -> str:
         except md.PackageNotFoundError:
             versions[dist] = None
     files = {
-        str(p.relative_to(source)): _sha256(p)
+        str(p.relative_to(source)): file_sha256(p)
         for p in sorted(source.rglob("*"))
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts)
     }
@@ -308,7 +301,7 @@ class Model2VecEmbedder(Embedder):
             folder, self.name = distill_model2vec(source, cache_dir, name), f"model2vec distilled from {name}"
         self.model = StaticModel.from_pretrained(str(folder), normalize=True)
         self.folder = folder
-        self.model_sha256 = _sha256(folder / "model.safetensors")
+        self.model_sha256 = file_sha256(folder / "model.safetensors")
         self.spec = spec
         self.dim = int(self.model.dim)
         self.max_tokens, self.batch_size, self.device, self.dtype = max_tokens, batch_size, "cpu", "float32"

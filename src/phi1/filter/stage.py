@@ -42,7 +42,7 @@ from phi1.config import FilterConfig
 from phi1.engines.embed import Embedder, load_embedder
 from phi1.engines.vectors import content_sha256, read_vectors
 from phi1.errors import Phi1Error
-from phi1.io import atomic_file, check_output, outputs, shard_files, write_shards
+from phi1.io import atomic_file, check_output, dataset_shards, outputs, write_shards
 
 MIN_ANNOTATIONS = 10
 """Fewer rated files than this cannot train and evaluate a classifier meaningfully."""
@@ -68,7 +68,7 @@ class Annotations:
 
 def read_annotations(path: Path) -> Annotations:
     """The id and label columns of data/annotations, checked for what training needs."""
-    files = _shards(path, "annotations")
+    files = dataset_shards(path, "annotations", "annotate")
     schema = pq.read_schema(files[0])
     for col in ("id", "label"):
         if col not in schema.names:
@@ -108,19 +108,9 @@ def read_annotations(path: Path) -> Annotations:
     return Annotations(ids=ids, labels=labels, scores=scores)
 
 
-def _shards(path: Path, what: str) -> list[Path]:
-    try:
-        files = shard_files(path)
-    except FileNotFoundError:
-        raise Phi1Error(f"{what} dataset not found: {path}") from None
-    if not files:
-        raise Phi1Error(f"{what} dataset has no parquet shards: {path}")
-    return files
-
-
 def read_raw_ids(raw: Path) -> tuple[list[str], list[str]]:
     """(ids, content_sha256 of each text) of data/raw, in shard order."""
-    files = _shards(raw, "raw")
+    files = dataset_shards(raw, "raw", "ingest")
     names = pq.read_schema(files[0]).names
     for col in ("id", "content"):
         if col not in names:
@@ -221,7 +211,7 @@ def keep_mask(scores: np.ndarray, cfg: FilterConfig) -> tuple[np.ndarray, float]
 def write_filtered(raw: Path, out: Path, scores: np.ndarray, mask: np.ndarray) -> int:
     """Every raw column of the kept rows plus quality_score, streamed shard by shard into
     the (staged, empty) folder `out`."""
-    files = _shards(raw, "raw")
+    files = dataset_shards(raw, "raw", "ingest")
     schema = pq.read_schema(files[0]).append(pa.field("quality_score", pa.float64()))
     schema = schema.remove_metadata()
 
