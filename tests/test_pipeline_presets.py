@@ -25,6 +25,7 @@ PRESETS = REPO / "pipelines"
 PYVER = f"python{sys.version_info.major}.{sys.version_info.minor}"
 NAMES = ["phi-1", "phi-1-small"]  # the paper's scale
 DATA_PRESETS = ["site-packages"]  # another corpus for the default model
+ABLATION_PRESETS = ["site-packages-ablation", "site-packages-ablation-gpu"]  # training keys over site-packages
 
 
 @pytest.fixture
@@ -36,11 +37,11 @@ def params(tmp_path) -> Path:
 
 
 def test_presets_are_listed_with_their_titles():
-    assert list_presets(PRESETS) == sorted(NAMES + DATA_PRESETS)
+    assert list_presets(PRESETS) == sorted(NAMES + DATA_PRESETS + ABLATION_PRESETS)
     out = CliRunner().invoke(app, ["preset", "list", "--presets", str(PRESETS)])
     assert out.exit_code == 0
     lines = dict(line.split("\t") for line in out.output.splitlines())
-    assert set(lines) == set(NAMES + DATA_PRESETS) and all(lines.values())
+    assert set(lines) == set(NAMES + DATA_PRESETS + ABLATION_PRESETS) and all(lines.values())
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -131,7 +132,7 @@ def test_a_bad_preset_leaves_params_untouched(tmp_path, params, preset, message)
 def test_unknown_preset_names_the_known_ones(params):
     out = CliRunner().invoke(app, ["preset", "use", "phi-2", "-p", str(params), "--presets", str(PRESETS)])
     assert out.exit_code == 2
-    assert out.output == "error: unknown preset 'phi-2'; known: phi-1, phi-1-small, site-packages\n"
+    assert out.output == "error: unknown preset 'phi-2'; known: phi-1, phi-1-small, site-packages, site-packages-ablation, site-packages-ablation-gpu\n"
     with pytest.raises(Phi1Error):
         exp_args("phi-2", params, PRESETS)
 
@@ -238,12 +239,15 @@ def test_fsdp_wraps_the_phi_decoder_layer_class():
 
 
 def test_site_packages_preset_ingests_the_venv_under_a_licence_allow_list(params):
-    """Only ingest changes; its source is this project's .venv, which the source kind
-    resolves to its site-packages; every allow-list entry is a licence id it knows."""
+    """Ingest reads this project's .venv, which the source kind resolves to its
+    site-packages; every allow-list entry is a licence id it knows; besides ingest only the
+    embedding (model2vec) and the annotation label bar change."""
     from phi1.ingest.licences import allow_list
     from phi1.ingest.sources import site_dirs
 
-    assert set(read_preset("site-packages", PRESETS)) == {"ingest"}
+    assert set(read_preset("site-packages", PRESETS)) == {"ingest", "embed", "annotate"}
+    assert read_preset("site-packages", PRESETS)["embed"] == {"embedding": "model2vec"}
+    assert read_preset("site-packages", PRESETS)["annotate"] == {"label_threshold": 0.65}
     full = merged("site-packages", params, PRESETS)
     assert load_stage_config("ingest", _write(params.parent / "sp.yaml", full)) is not None
     ing = full["ingest"]
@@ -255,3 +259,30 @@ def test_site_packages_preset_ingests_the_venv_under_a_licence_allow_list(params
     assert {"mit", "apache-2.0", "bsd-3-clause", "licenseref-bsd", "psf-2.0"} <= allowed
     assert not allowed & {"gpl-3.0-only", "lgpl-3.0-only", "mpl-2.0", "unknown"}
     assert full["pretrain"]["preset"] == "tiny" and ing["executor"] == "local" and ing["tasks"] == 2
+
+
+@pytest.mark.parametrize("name", ABLATION_PRESETS)
+def test_ablation_presets_are_training_keys_over_site_packages(params, name, monkeypatch):
+    """Applied after site-packages (as their READMEs say), they change no data stage, so
+    the ablation's experiments reuse the curated data; the merged params validate and the
+    model they build has the size the README states."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from phi1.engines.training.model_shapes import build_config
+
+    assert set(read_preset(name, PRESETS)) <= {"tokenize", "pretrain", "finetune", "evaluate"}
+    assert not set(read_preset(name, PRESETS).get("tokenize", {})) - {"vocab_size", "seq_len"}
+    monkeypatch.chdir(params.parent)
+    use("site-packages", params, PRESETS)
+    use(name, params, PRESETS)
+    full = yaml.safe_load(params.read_text())
+    assert full["ingest"]["sources"][0]["kind"] == "site-packages"  # the first preset stays
+    for stage in ("tokenize", "pretrain", "finetune", "evaluate"):
+        assert load_stage_config(stage, params) is not None
+    pre, tok = full["pretrain"], full["tokenize"]
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(
+            build_config(pre["preset"], tok["vocab_size"], tok["seq_len"], overrides=pre["model_overrides"]))
+    n = sum(p.numel() for p in model.parameters())
+    assert (1.5e6 < n < 2.5e6) if name == "site-packages-ablation" else (30e6 < n < 40e6), n
