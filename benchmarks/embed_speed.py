@@ -17,6 +17,20 @@ For each candidate it prints:
   on all annotations as the stage does, the share of all files whose kept/dropped
   verdict equals the baseline's at each threshold (bar: >= 90%).
 
+`--cascade M [M ...]` adds one row per margin M for the `filter.refine` cascade: the
+second candidate (the cheap one) scores every file, and the baseline, embedding one file
+per batch as the stage does, rescores the files in the band [t - M, t + M) around the
+first threshold, after embedding the annotated files to train its forest. Its time is
+the cheap candidate's over all files plus the baseline's over exactly those files (each
+file is embedded and timed alone, so one pass over the widest margin's files times every
+margin); its decisions come from the stage's own functions (`held_out_metrics` with the
+second-pass vectors, `refine.band`, `refine.cascade`).
+
+`--cv-repeats R` (default 3) also reports each candidate's ROC-AUC over R x 5-fold
+stratified cross-validation on all annotations (forests as the stage fits them), with the
+difference from the baseline's on the same folds: one held-out split of a few hundred
+annotations moves the AUC by several hundredths (see RESULTS.md), more than the bar.
+
 `--threads` sets torch's (and BLAS's) threads, 2 by default (the dev box).
 
 `--sample N` keeps N evenly spread files and every annotated file (a corpus too big to
@@ -57,6 +71,9 @@ def main() -> None:
                     help="SPEC@MAX_TOKENS; the first is the baseline")
     ap.add_argument("--thresholds", nargs="+", type=float, default=None,
                     help="keep thresholds to compare verdicts at (default: filter.threshold)")
+    ap.add_argument("--cascade", nargs="+", type=float, default=[],
+                    help="margins of filter.refine cascades: the 2nd candidate first, the baseline in the band")
+    ap.add_argument("--cv-repeats", type=int, default=3, help="repeats of 5-fold CV for the AUC (0: off)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="first N files only (a quick look)")
@@ -133,10 +150,13 @@ def main() -> None:
         scores = positive_proba(clf, X)
         masks = {t: keep_mask(scores, _with_threshold(cfg, t))[0] for t in thresholds}
         results.append(dict(name=text, dim=emb.dim, load_s=load_s, wall=wall, cpu=cpu, auc=auc, masks=masks,
-                            X=X if k == 0 else None))
+                            cv=cv_aucs(cfg, X[ann_rows], y, args.cv_repeats),
+                            X=X if k < 2 else None, scores=scores))
         del emb
         print(f"  done {text}: load {load_s:.1f} s, embed wall {wall:.1f} s, CPU {cpu:.1f} s", flush=True)
 
+    if args.cascade:
+        results += cascades(args, cfg, results, texts, ann_rows, y, thresholds, len(timed) == n)
     base = results[0]
     # The noise floor of "agreement": the baseline's own vectors with another forest seed.
     from dataclasses import replace
@@ -146,24 +166,105 @@ def main() -> None:
     scores = positive_proba(make_forest(alt).fit(X0[ann_rows], y), X0)
     floor = {t: float((keep_mask(scores, _with_threshold(alt, t))[0] == base["masks"][t]).mean()) for t in thresholds}
     print()
-    head = f"{'candidate':<18}{'dim':>5}{'wall s':>8}{'CPU s':>8}{'files/s':>9}{'x wall':>8}{'x CPU':>7}{'AUC':>7}{'dAUC':>7}"
-    head += "".join(f"{'agree@' + format(t, 'g'):>10}" for t in thresholds)
+    head = f"{'candidate':<22}{'wall s':>8}{'CPU s':>8}{'x wall':>7}{'x CPU':>6}{'AUC':>6}{'dAUC':>7}"
+    head += f"{'cvAUC':>6}{'dcv':>7}" if args.cv_repeats else ""
+    head += "".join(f"{'agr@' + format(t, 'g'):>8}" for t in thresholds)
     print(head)
     for r in results:
-        line = (f"{r['name']:<18}{r['dim']:>5}{r['wall']:>8.1f}{r['cpu']:>8.1f}{len(timed) / r['wall']:>9.1f}"
-                f"{base['wall'] / r['wall']:>8.2f}{base['cpu'] / r['cpu']:>7.2f}{r['auc']:>7.3f}"
+        line = (f"{r['name']:<22}{r['wall']:>8.1f}{r['cpu']:>8.1f}"
+                f"{base['wall'] / r['wall']:>7.2f}{base['cpu'] / r['cpu']:>6.1f}{r['auc']:>6.3f}"
                 f"{r['auc'] - base['auc']:>+7.3f}")
+        if args.cv_repeats:
+            line += f"{np.mean(r['cv']):>6.3f}{np.mean(np.subtract(r['cv'], base['cv'])):>+7.3f}"
         for t in thresholds:
             agree = float((r["masks"][t] == base["masks"][t]).mean())
-            line += f"{agree:>10.3f}"
+            line += f"{agree:>8.3f}"
         print(line)
     print()
+    print(f"timed files: {len(timed)}; files/s: " + ", ".join(f"{r['name']} {len(timed) / r['wall']:.1f}"
+                                                         for r in results if "files" not in r))
+    for r in results:
+        if "files" in r:
+            print(f"{r['name']}: the baseline embedded {r['files']} files ({r['files'] / n:.1%}: "
+                  f"{len(ann_rows)} annotated, {r['band']} in the band)")
+    if args.cv_repeats:
+        sd = {r["name"]: np.std(np.subtract(r["cv"], base["cv"])) for r in results[1:]}
+        print(f"cvAUC: mean over {args.cv_repeats} x 5 folds; dcv: mean per-fold difference from the baseline "
+              "(sd over folds: " + ", ".join(f"{k} {v:.3f}" for k, v in sd.items()) + ")")
     for t in thresholds:
         kept = ", ".join(f"{r['name']} {int(r['masks'][t].sum())}" for r in results)
         print(f"kept at threshold {t:g} (of {len(texts)}): {kept}")
     print("agreement of the baseline with itself, forest seed + 1: "
           + ", ".join(f"{floor[t]:.3f} at {t:g}" for t in thresholds))
     print("bars: |dAUC| <= 0.02 and agreement >= 0.90 with the baseline (first row)")
+
+
+def cv_aucs(cfg, X_ann, y, repeats: int, R_ann=None, margin: float | None = None) -> list[float]:
+    """ROC-AUC of each fold of `repeats` x 5-fold stratified CV (the same folds for every
+    candidate), forests as the stage fits them; with R_ann, the refine cascade's scores."""
+    if not repeats:
+        return []
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    from phi1.filter.refine import band, cascade
+    from phi1.filter.stage import make_forest, positive_proba
+
+    out = []
+    for tr, te in RepeatedStratifiedKFold(n_splits=5, n_repeats=repeats, random_state=cfg.seed).split(X_ann, y):
+        p = positive_proba(make_forest(cfg).fit(X_ann[tr], y[tr]), X_ann[te])
+        if R_ann is not None:
+            q = positive_proba(make_forest(cfg).fit(R_ann[tr], y[tr]), R_ann[te])
+            p = cascade(p, q, band(p, cfg.threshold, margin))
+        out.append(float(roc_auc_score(y[te], p)))
+    return out
+
+
+def cascades(args, cfg, results, texts, ann_rows, y, thresholds, all_timed: bool) -> list[dict]:
+    """One result per --cascade margin: the 2nd candidate first, the baseline in the band."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from phi1.engines.embed import load_embedder
+    from phi1.filter.refine import band, cascade
+    from phi1.filter.stage import held_out_metrics, keep_mask, make_forest, positive_proba
+
+    if len(results) < 2 or not all_timed or cfg.threshold is None:
+        raise SystemExit("--cascade needs two candidates, every file timed (no --speed-files) and filter.threshold")
+    base, cheap = results[0], results[1]
+    spec, max_tokens = parse_candidate(args.candidates[0])
+    t = cfg.threshold
+    n = len(texts)
+    first = cheap["scores"]
+    is_ann = np.zeros(n, dtype=bool)
+    is_ann[ann_rows] = True
+    widest = np.flatnonzero(is_ann | band(first, t, max(args.cascade)))
+    emb = load_embedder(spec, max_tokens, 1, device="cpu", dtype="float32")  # one file per batch, as the stage
+    R = np.zeros((n, emb.dim), dtype=np.float32)
+    wall = np.zeros(n)
+    cpu = np.zeros(n)
+    print(f"cascade: embedding {len(widest)} files one by one with {args.candidates[0]}", flush=True)
+    for r in widest:
+        w0, c0 = time.perf_counter(), time.process_time()
+        R[r] = emb.embed([texts[r]], progress=False)[0]
+        wall[r], cpu[r] = time.perf_counter() - w0, time.process_time() - c0
+    out = []
+    for m in args.cascade:
+        c = replace(cfg, refine=replace(cfg.refine, embedding=spec, margin=m, max_tokens=max_tokens))
+        refined = band(first, t, m)
+        need = is_ann | refined
+        second = make_forest(c).fit(R[ann_rows], y)
+        scores = cascade(first, positive_proba(second, R), refined)
+        masks = {th: keep_mask(scores, _with_threshold(c, th))[0] for th in thresholds}
+        out.append(dict(
+            name=f"{cheap['name']}>{m:g}", dim=cheap["dim"], load_s=0.0,
+            wall=cheap["wall"] + float(wall[need].sum()), cpu=cheap["cpu"] + float(cpu[need].sum()),
+            auc=held_out_metrics(c, cheap["X"][ann_rows], y, R[ann_rows])["roc_auc"], masks=masks,
+            cv=cv_aucs(c, cheap["X"][ann_rows], y, args.cv_repeats, R[ann_rows], m),
+            files=int(need.sum()), band=int(refined.sum()),
+        ))
+    return out
 
 
 def stored_vectors(folder: Path, ids: list[str], texts: list[str], spec: dict):

@@ -241,15 +241,20 @@ def test_fsdp_wraps_the_phi_decoder_layer_class():
 def test_site_packages_preset_ingests_the_venv_under_a_licence_allow_list(params):
     """Ingest reads this project's .venv, which the source kind resolves to its
     site-packages; every allow-list entry is a licence id it knows; besides ingest only the
-    embedding (model2vec) and the annotation label bar change."""
+    embedding (model2vec, with a MiniLM second pass near the threshold) and the annotation
+    label bar change."""
     from phi1.ingest.licences import allow_list
     from phi1.ingest.sources import site_dirs
 
-    assert set(read_preset("site-packages", PRESETS)) == {"ingest", "embed", "annotate"}
+    assert set(read_preset("site-packages", PRESETS)) == {"ingest", "embed", "filter", "annotate"}
     assert read_preset("site-packages", PRESETS)["embed"] == {"embedding": "model2vec"}
+    assert read_preset("site-packages", PRESETS)["filter"] == {"refine": {"embedding": "minilm", "margin": 0.05}}
     assert read_preset("site-packages", PRESETS)["annotate"] == {"label_threshold": 0.65}
     full = merged("site-packages", params, PRESETS)
-    assert load_stage_config("ingest", _write(params.parent / "sp.yaml", full)) is not None
+    sp = _write(params.parent / "sp.yaml", full)
+    assert load_stage_config("ingest", sp) is not None
+    refine = load_stage_config("filter", sp).refine  # the default's other refine keys stay
+    assert (refine.embedding, refine.margin, refine.batch_size) == ("minilm", 0.05, 1)
     ing = full["ingest"]
     (src,) = ing["sources"]
     assert src["kind"] == "site-packages" and src["paths"] == [".venv"]

@@ -182,6 +182,12 @@ def test_summary_gives_each_stages_headline_in_80_columns(tmp_path):
     assert max(len(line) for line in lines) <= 80 and len(lines) < 60
     (metrics / "eval.json").unlink()  # a stage not run yet is left out, not an error
     assert not [r for r in summary_rows(metrics) if r[0] == "evaluate"]
+    # a filter run with a second pass (filter.refine) says what it rescored
+    f = json.loads((metrics / "filter.json").read_text())
+    f["refine"] = {"embedding": "minilm", "n_refined": 3622, "n_flipped": 677}
+    (metrics / "filter.json").write_text(json.dumps(f))
+    got = {(s, f): v for s, f, v in summary_rows(metrics)}
+    assert got["filter", "second pass (minilm)"] == "3622 rescored, 677 flipped"
 
 
 def test_all_zero_charts_become_a_sentence(workdir):

@@ -179,13 +179,17 @@ class EmbeddingConfig(_Checks):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        s = _section(self)
-        if not (self.embedding in ("minilm", "model2vec") or self.embedding.startswith(("hf:", "model2vec:"))):
-            raise ConfigError(
-                f"{s}.embedding must be 'minilm', 'hf:<dir>', 'model2vec' or 'model2vec:<dir>', got {self.embedding!r}"
-            )
-        if self.max_tokens < 1 or self.batch_size < 1:
-            raise ConfigError(f"{s}.max_tokens and {s}.batch_size must be >= 1")
+        _check_embedding(_section(self), self.embedding, self.max_tokens, self.batch_size)
+
+
+def _check_embedding(where: str, embedding: str, max_tokens: int, batch_size: int) -> None:
+    """The checks of an embedding's keys, for the params section `where`."""
+    if not (embedding in ("minilm", "model2vec") or embedding.startswith(("hf:", "model2vec:"))):
+        raise ConfigError(
+            f"{where}.embedding must be 'minilm', 'hf:<dir>', 'model2vec' or 'model2vec:<dir>', got {embedding!r}"
+        )
+    if max_tokens < 1 or batch_size < 1:
+        raise ConfigError(f"{where}.max_tokens and {where}.batch_size must be >= 1")
 
 
 # --------------------------------------------------------------------------- ingest
@@ -403,6 +407,22 @@ class EmbedConfig(EmbeddingConfig):
 # --------------------------------------------------------------------------- filter
 
 
+@dataclass(frozen=True)
+class RefineConfig:
+    """The quality filter's optional second pass: a costlier embedding for the files the first pass is unsure of."""
+
+    embedding: Optional[str] = None
+    """Embedding of the second pass, e.g. minilm when `embed.embedding` is model2vec (keys as in `embed`); null: one pass. The annotated files, and every file whose first-pass score lies within `margin` of filter.threshold, are embedded with it; a forest trained on the annotations' vectors rescores the latter."""
+    margin: float = 0.1
+    """Files scoring in [threshold - margin, threshold + margin) in the first pass are rescored."""
+    max_tokens: int = 256
+    """Tokens of each text fed to the second-pass embedding."""
+    batch_size: int = 1
+    """Texts per embedding batch. 1 (no padding) makes a file's vector independent of the others embedded with it, which is what lets the cache keep vectors per file."""
+    cache_path: Optional[str] = ".cache/embed/refine"
+    """Folder of second-pass vectors already computed, one file per text keyed by its hash, the model, these keys and the embedding code (only with batch_size 1): a new threshold or margin embeds only files not seen before; null disables it."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class FilterConfig(_Checks):
     """`phi1 filter`: the paper's quality classifier, a random forest over the `embed` stage's vectors."""
@@ -419,9 +439,18 @@ class FilterConfig(_Checks):
     """Instead of a threshold, keep this fraction of the highest-scoring files."""
     seed: int = 1234
     """Seed of the split and the forest."""
+    refine: RefineConfig = dataclasses.field(default_factory=RefineConfig)
+    """A second pass over the files near the threshold (off by default): embedding, margin, max_tokens, batch_size, cache_path."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.refine.embedding is not None:
+            r = self.refine
+            _check_embedding("filter.refine", r.embedding, r.max_tokens, r.batch_size)
+            if self.threshold is None:
+                raise ConfigError("filter.refine needs filter.threshold: its band of unsure files lies around it")
+            if not 0 < r.margin <= 1:
+                raise ConfigError("filter.refine.margin must be in (0, 1]")
         if (self.threshold is None) == (self.top_fraction is None):
             raise ConfigError("filter: set exactly one of threshold and top_fraction (the other null)")
         if self.threshold is not None and not 0 <= self.threshold <= 1:
@@ -535,6 +564,11 @@ class DecontaminateConfig(EmbeddingConfig):
     """Flagged (item, task, detector, score) rows listed in reports/contamination.json, highest scores first."""
     prune_raw: bool = False
     """Also prune data/raw (every ingested file, no quality filter) into data/pruned/raw, for the ablation's unfiltered variant, so that every variant trains on decontaminated data; off in the recipe, which trains on the filtered code."""
+
+    @property
+    def floor(self) -> float:
+        """The lowest score that matters: flags below it are neither pruned (tau) nor reported (sweep)."""
+        return min(min(self.sweep), self.tau)
 
     def __post_init__(self) -> None:
         super().__post_init__()

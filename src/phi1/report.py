@@ -68,6 +68,9 @@ def summary_rows(metrics_dir: str | Path = "metrics") -> list[tuple[str, str, st
     if (d := m.get("filter")) is not None:
         rows += [("filter", "held-out ROC-AUC, F1", f"{_fmt(d.get('roc_auc'))}, {_fmt(d.get('f1'))}"),
                  ("filter", "files kept", f"{d.get('n_kept')} of {d.get('n_scored')} ({_fmt(d.get('kept_fraction'), 2)})")]
+        if (r := d.get("refine")) is not None:
+            rows.append(("filter", f"second pass ({r.get('embedding')})",
+                         f"{r.get('n_refined')} rescored, {r.get('n_flipped')} flipped"))
     if (d := m.get("synthesize")) is not None:
         rows.append(("synthesize", "textbook sections, exercises",
                      f"{_get(d, 'textbook', 'n')}, {_get(d, 'exercises', 'n')}"))

@@ -141,7 +141,7 @@ def _score_chunk(ctx: _Context, name: str, rows: list[dict[str, Any]], offset: i
     from phi1.decontaminate.units import extract_units, item_text
 
     cfg, refs, timings = ctx.cfg, ctx.refs, ctx.timings
-    floor = min(min(cfg.sweep), cfg.tau)
+    floor = cfg.floor
 
     def flag(item, unit, ref, detector, value):
         # One flag per (item, task, detector): the best unit of the item.
@@ -198,7 +198,7 @@ def _cache_key(cfg: Any, refs, name: str, table: pa.Table) -> str:
 
     h = hashlib.sha256()
     settings = {k: getattr(cfg, k) for k in ("sweep", "tau", "detectors", "ngram_n", "ast_top_k", "ast_min_nodes")}
-    settings["floor"] = min(min(cfg.sweep), cfg.tau)
+    settings["floor"] = cfg.floor
     if "embedding" in cfg.detectors and name in cfg.embedding_datasets:
         settings.update(embedding=cfg.embedding, max_tokens=cfg.max_tokens, embedded=True)
     h.update(repr((SCORER_VERSION, name, sorted(settings.items()), [(r.task_id, r.text) for r in refs])).encode())
@@ -314,7 +314,7 @@ def run(cfg: DecontaminateConfig, datasets: Mapping[str, str | Path], out: str |
             "ast_pairs": result["ast"],
             "n_flagged": len(flags),
             # per task, its highest score (at or above score_floor): evaluate's Table 3 split
-            "score_floor": min(min(cfg.sweep), cfg.tau),
+            "score_floor": cfg.floor,
             "task_scores": task_scores(flags),
             "flagged": flags[: cfg.max_flagged_in_report],
         }

@@ -64,7 +64,7 @@ class ShardCache:
 
     def __init__(self, folder: str | None, embedder: Embedder, cfg: EmbedConfig) -> None:
         self.folder = Path(folder) if folder else None
-        self.prefix = _model_key(embedder, cfg) if self.folder else ""
+        self.prefix = model_key(embedder, cfg.batch_size) if self.folder else ""
         self.dim = embedder.dim
 
     def key(self, hashes: list[str]) -> str:
@@ -98,8 +98,9 @@ class ShardCache:
             raise
 
 
-def _model_key(embedder: Embedder, cfg: EmbedConfig) -> str:
-    """Everything besides the texts that the vectors depend on, as one string."""
+def model_key(embedder: Embedder, batch_size: int) -> str:
+    """Everything besides the texts that the vectors depend on, as one string (also the
+    key prefix of the filter's second-pass cache, phi1.filter.refine)."""
     import importlib.metadata as md
 
     from phi1.engines import embed as engine
@@ -117,7 +118,7 @@ def _model_key(embedder: Embedder, cfg: EmbedConfig) -> str:
     return json.dumps({
         "format": CACHE_FORMAT,
         "spec": embedder.describe(),
-        "batch_size": cfg.batch_size,  # which texts share a batch (and its padding)
+        "batch_size": batch_size,  # which texts share a batch (and its padding)
         "device": embedder.device,
         "versions": versions,
         "model_files": model_files,
@@ -196,4 +197,4 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-__all__ = ["run", "ShardCache"]
+__all__ = ["run", "ShardCache", "model_key"]

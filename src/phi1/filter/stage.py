@@ -16,8 +16,14 @@ model's embeddings to predict that rating for every file. Here:
    metrics `refit`), score every file (quality_score = P(label 1));
 4. keep files with quality_score >= threshold, or the top `top_fraction` of them.
 
+With `filter.refine.embedding` set, step 3 becomes a cascade (phi1.filter.refine): the
+files scored near the threshold, and the annotated ones, are embedded again with that
+model, and a second forest, trained on the annotations' new vectors, rescores the former.
+This stage then embeds (a fraction of the files, cached per file).
+
 Outputs: the kept rows of data/raw plus `quality_score`; models/quality (classifier.skops
-+ feature_spec.json, enough to score new files with `load_quality_model`); the metrics
++ feature_spec.json, and refine_classifier.skops with a second pass: enough to score new
+files with `load_quality_model`); the metrics
 JSON; a kept-vs-dropped histogram (PNG + CSV). Everything goes to one MLflow run.
 """
 
@@ -49,6 +55,7 @@ MIN_ANNOTATIONS = 10
 SHARD_SIZE = 2000
 """Rows per output parquet shard (as ingest writes data/raw)."""
 CLASSIFIER_FILE = "classifier.skops"
+REFINE_CLASSIFIER_FILE = "refine_classifier.skops"
 SPEC_FILE = "feature_spec.json"
 # skops refuses to load types it has not been told to trust; a forest's node storage is
 # one of them. We only load files this stage wrote (see skops' own note on this type).
@@ -152,28 +159,39 @@ def make_forest(cfg: FilterConfig):
     )
 
 
-def held_out_metrics(cfg: FilterConfig, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """Train on a stratified split of the annotations, score the held-out part."""
+def held_out_metrics(cfg: FilterConfig, X: np.ndarray, y: np.ndarray, R: np.ndarray | None = None) -> dict[str, Any]:
+    """Train on a stratified split of the annotations, score the held-out part. `R`: the
+    annotations' second-pass vectors (filter.refine): the held-out files in the first
+    forest's band are then scored by a forest on R, as the stage scores every file, and
+    `roc_auc_first_pass` says what the first pass alone gives."""
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
     from sklearn.model_selection import train_test_split
 
     try:
-        X_tr, X_te, y_tr, y_te = train_test_split(
-            X, y, test_size=cfg.test_fraction, stratify=y, random_state=cfg.seed
+        tr, te = train_test_split(
+            np.arange(len(y)), test_size=cfg.test_fraction, stratify=y, random_state=cfg.seed
         )
     except ValueError as exc:  # test or train part smaller than the number of classes
         raise Phi1Error(
             f"filter.test_fraction={cfg.test_fraction}: cannot split {len(y)} annotations ({exc}); "
             "change filter.test_fraction or annotate more files"
         ) from None
+    y_tr, y_te = y[tr], y[te]
     for part, labels in (("held-out", y_te), ("training", y_tr)):
         if len(np.unique(labels)) < 2:
             raise Phi1Error(
                 f"the {part} split ({len(labels)} files, filter.test_fraction={cfg.test_fraction}) has only label "
                 f"{int(labels[0])}; change filter.test_fraction or annotate more files"
             )
-    clf = make_forest(cfg).fit(X_tr, y_tr)
-    proba = clf.predict_proba(X_te)[:, list(clf.classes_).index(1)]
+    proba = positive_proba(make_forest(cfg).fit(X[tr], y_tr), X[te])
+    extra: dict[str, Any] = {}
+    if R is not None:
+        from phi1.filter.refine import band, cascade
+
+        refined = band(proba, cfg.threshold, cfg.refine.margin)
+        second = positive_proba(make_forest(cfg).fit(R[tr], y_tr), R[te])
+        extra = {"roc_auc_first_pass": float(roc_auc_score(y_te, proba)), "n_test_refined": int(refined.sum())}
+        proba = cascade(proba, second, refined)
     pred = (proba >= 0.5).astype(np.int64)
     return {
         "precision": float(precision_score(y_te, pred, zero_division=0)),
@@ -183,6 +201,7 @@ def held_out_metrics(cfg: FilterConfig, X: np.ndarray, y: np.ndarray) -> dict[st
         "accuracy": float(accuracy_score(y_te, pred)),
         "n_train": int(len(y_tr)),
         "n_test": int(len(y_te)),
+        **extra,
     }
 
 
@@ -231,13 +250,16 @@ def write_filtered(raw: Path, out: Path, scores: np.ndarray, mask: np.ndarray) -
     return write_shards(out, rows(), shard_size=SHARD_SIZE, schema=schema)
 
 
-def save_model(model_dir: Path, clf, spec: dict[str, Any]) -> None:
-    """The classifier and its feature spec, into the (staged, empty) folder `model_dir`."""
+def save_model(model_dir: Path, clf, spec: dict[str, Any], second=None) -> None:
+    """The classifier (and the second pass's, filter.refine) and the feature spec, into
+    the (staged, empty) folder `model_dir`."""
     import skops.io as sio
 
-    buf = io.BytesIO()
-    sio.dump(clf, buf)
-    (model_dir / CLASSIFIER_FILE).write_bytes(reproducible_skops(buf.getvalue()))
+    for name, model in ((CLASSIFIER_FILE, clf), (REFINE_CLASSIFIER_FILE, second)):
+        if model is not None:
+            buf = io.BytesIO()
+            sio.dump(model, buf)
+            (model_dir / name).write_bytes(reproducible_skops(buf.getvalue()))
     (model_dir / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
 
 
@@ -347,13 +369,21 @@ def run(
     for path, kind in ((out, "dir"), (model_dir, "dir"), (metrics_path, "file"), (plots_dir / "scores_hist.png", "file")):
         check_output(path, inputs, kind)
 
-    with stage_run("filter", cfg, inputs=inputs), outputs(inputs) as staged:
-        X_ann = X[[row_of[i] for i in ann.ids]]
+    refiner = load_embedder(cfg.refine.embedding, cfg.refine.max_tokens, cfg.refine.batch_size) \
+        if cfg.refine.embedding else None
 
-        metrics: dict[str, Any] = held_out_metrics(cfg, X_ann, ann.labels)
-        # The saved model sees every annotation; the held-out numbers above estimate it.
+    with stage_run("filter", cfg, inputs=inputs), outputs(inputs) as staged:
+        ann_rows = [row_of[i] for i in ann.ids]
+        X_ann = X[ann_rows]
+        # The saved model sees every annotation; the held-out numbers estimate it.
         clf = make_forest(cfg).fit(X_ann, ann.labels)
         scores = positive_proba(clf, X)
+        second = None
+        if refiner is None:
+            metrics: dict[str, Any] = held_out_metrics(cfg, X_ann, ann.labels)
+        else:
+            second, scores, R_ann, refine_metrics = refine_scores(cfg, refiner, raw, ann_rows, ann.labels, scores)
+            metrics = held_out_metrics(cfg, X_ann, ann.labels, R_ann)
         mask, cutoff = keep_mask(scores, cfg)
         rule = "threshold" if cfg.threshold is not None else "top_fraction"
 
@@ -370,7 +400,11 @@ def run(
             "n_fit": len(ann.ids),
             "keep": keep,
         }
-        save_model(staged.dir(model_dir), clf, spec)
+        if second is not None:
+            spec["refine"] = {**refiner.describe(), "classifier_file": REFINE_CLASSIFIER_FILE,
+                              "batch_size": cfg.refine.batch_size, "threshold": cfg.threshold,
+                              "margin": cfg.refine.margin}
+        save_model(staged.dir(model_dir), clf, spec, second)
         png = write_plots(plots_dir, scores, mask, cutoff, rule)
 
         metrics.update(
@@ -391,32 +425,121 @@ def run(
             seconds=round(time.perf_counter() - t0, 3),
         )
         metrics[rule] = getattr(cfg, rule)
+        if second is not None:
+            metrics["refine"] = refine_metrics
         staged.json(metrics_path, tracked_metrics(metrics))  # without timings: those go to MLflow
         staged.commit()  # data, model and metrics land together, before MLflow reads them
 
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _is_number(v)})
+        mlflow.log_metrics({k: float(v) for k, v in flat(metrics).items() if _is_number(v)})
         # the features' provenance (the `embed` stage's keys), for comparing runs by it
         mlflow.log_params({"embedding": emb_spec["embedding"], "embedding_max_tokens": emb_spec["max_tokens"],
                            "embedding_dtype": emb_spec["dtype"]})
         mlflow.log_artifact(str(model_dir / SPEC_FILE), "quality_model")
         mlflow.log_artifact(str(png), "plots")
         mlflow.log_artifact(str(metrics_path), "metrics")
-        mlflow.sklearn.log_model(
-            clf,
-            name="quality_classifier",
-            serialization_format="skops",
-            skops_trusted_types=SKOPS_TRUSTED,
-            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
-            pyfunc_predict_fn="predict_proba",
-            signature=mlflow.models.infer_signature(X_ann[:5], clf.predict_proba(X_ann[:5])),
-        )
+        log_forest(clf, "quality_classifier", X_ann)
+        if second is not None:
+            mlflow.log_params({"refine_embedding": cfg.refine.embedding, "refine_margin": cfg.refine.margin})
+            log_forest(second, "quality_refine_classifier", R_ann)
     if n_kept == 0:
         print(f"warning: filter kept no files ({rule}={getattr(cfg, rule)})", file=sys.stderr)
     return metrics
 
 
+def log_forest(clf, name: str, X: np.ndarray) -> None:
+    """A forest as an MLflow logged model of the active run (skops, predict_proba)."""
+    import mlflow
+    import sklearn
+    import skops
+
+    mlflow.sklearn.log_model(
+        clf,
+        name=name,
+        serialization_format="skops",
+        skops_trusted_types=SKOPS_TRUSTED,
+        pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
+        pyfunc_predict_fn="predict_proba",
+        signature=mlflow.models.infer_signature(X[:5], clf.predict_proba(X[:5])),
+    )
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def flat(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested metrics as one level, `refine.n_refined`-style keys (for MLflow)."""
+    out: dict[str, Any] = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# --------------------------------------------------------------------------- second pass
+
+
+def refine_scores(
+    cfg: FilterConfig, embedder: Embedder, raw: Path, ann_rows: list[int], labels: np.ndarray,
+    first: np.ndarray, progress: bool = True,
+) -> tuple[Any, np.ndarray, np.ndarray, dict[str, Any]]:
+    """filter.refine: embed the annotated files and the first pass's band with `embedder`,
+    fit the second forest on the annotations, rescore the band.
+    Returns (second forest, final scores, the annotations' second-pass vectors, metrics)."""
+    from phi1.filter.refine import FileCache, band, cascade, embed_cached
+
+    refined = band(first, cfg.threshold, cfg.refine.margin)
+    need = np.zeros(len(first), dtype=bool)
+    need[ann_rows] = True
+    need |= refined
+    rows = np.flatnonzero(need)
+    texts = read_rows(raw, rows)
+    cache = FileCache(cfg.refine.cache_path, embedder, cfg.refine)
+    t = time.perf_counter()
+    V, cached = embed_cached(embedder, cache, texts, [content_sha256(x) for x in texts], progress=progress)
+    seconds = time.perf_counter() - t
+    R = np.zeros((len(first), embedder.dim), dtype=np.float32)
+    R[rows] = V
+    second = make_forest(cfg).fit(R[ann_rows], labels)
+    R_band = R[refined]
+    rescored = np.zeros(len(first), dtype=np.float64)
+    rescored[refined] = positive_proba(second, R_band)
+    scores = cascade(first, rescored, refined)
+    n = len(first)
+    metrics = {
+        "embedding": cfg.refine.embedding,
+        "margin": cfg.refine.margin,
+        "n_refined": int(refined.sum()),
+        "refined_fraction": float(refined.mean()) if n else 0.0,
+        "n_embedded": int(len(rows)),
+        "embedded_fraction": float(len(rows) / n) if n else 0.0,
+        "n_flipped": int(((first >= cfg.threshold) != (scores >= cfg.threshold)).sum()),
+        # run figures (MLflow only)
+        "cached": int(cached),
+        "embed_seconds": round(seconds, 3),
+    }
+    return second, scores, R[ann_rows], metrics
+
+
+def read_rows(raw: Path, rows: np.ndarray) -> list[str]:
+    """The texts of data/raw at these (sorted) row numbers, read shard by shard."""
+    files = dataset_shards(raw, "raw", "ingest")
+    out: list[str] = []
+    offset = 0
+    k = 0
+    for f in files:
+        if k == len(rows):
+            break
+        n = pq.read_metadata(f).num_rows
+        j = int(np.searchsorted(rows, offset + n))
+        if j > k:
+            texts = pq.read_table(f, columns=["content"]).column("content")
+            out += [texts[int(r) - offset].as_py() for r in rows[k:j]]
+            k = j
+        offset += n
+    return out
 
 
 # --------------------------------------------------------------------------- reuse
@@ -429,10 +552,24 @@ class QualityModel:
     classifier: Any
     spec: dict[str, Any]
     embedder: Embedder
+    refine: tuple[Any, Embedder] | None = None
+    """(second forest, its embedder) when the model was trained with filter.refine."""
 
     def score(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """quality_score (P(label 1)) of each text, float64 (n,)."""
-        return positive_proba(self.classifier, self.embedder.embed(texts, progress=progress))
+        scores = positive_proba(self.classifier, self.embedder.embed(texts, progress=progress))
+        if self.refine is None:
+            return scores
+        from phi1.filter.refine import band, cascade
+
+        second, embedder = self.refine
+        r = self.spec["refine"]
+        refined = band(scores, r["threshold"], r["margin"])
+        rescored = np.zeros(len(scores), dtype=np.float64)
+        rows = np.flatnonzero(refined)
+        if len(rows):
+            rescored[rows] = positive_proba(second, embedder.embed([texts[i] for i in rows], progress=progress))
+        return cascade(scores, rescored, refined)
 
     def keep(self, scores: np.ndarray) -> np.ndarray:
         """The saved keep rule applied to scores (a top fraction becomes its score cutoff)."""
@@ -443,17 +580,29 @@ def load_quality_model(model_dir: Path, batch_size: int = 32) -> QualityModel:
     import skops.io as sio
 
     model_dir = Path(model_dir)
-    spec_path, clf_path = model_dir / SPEC_FILE, model_dir / CLASSIFIER_FILE
-    for p in (spec_path, clf_path):
-        if not p.is_file():
-            raise Phi1Error(f"quality model incomplete: {p} not found (run `phi1 filter`)")
+    spec_path = model_dir / SPEC_FILE
+    if not spec_path.is_file():
+        raise Phi1Error(f"quality model incomplete: {spec_path} not found (run `phi1 filter`)")
     spec = json.loads(spec_path.read_text())
-    clf = sio.load(clf_path, trusted=SKOPS_TRUSTED)
-    # The dtype the model was trained with, not `auto`: the same vectors on any machine that can.
-    embedder = load_embedder(spec["embedding"], spec["max_tokens"], batch_size, dtype=spec.get("dtype", "float32"))
-    if embedder.dim != spec["dim"]:
-        raise Phi1Error(f"{spec_path}: embedding {spec['embedding']!r} now has {embedder.dim} dims, model expects {spec['dim']}")
-    return QualityModel(classifier=clf, spec=spec, embedder=embedder)
+    refine = spec.get("refine")
+    for name in (CLASSIFIER_FILE,) + ((refine["classifier_file"],) if refine else ()):
+        if not (model_dir / name).is_file():
+            raise Phi1Error(f"quality model incomplete: {model_dir / name} not found (run `phi1 filter`)")
+
+    def embedder_of(s: dict[str, Any], batch: int) -> Embedder:
+        # The dtype the model was trained with, not `auto`: the same vectors on any machine that can.
+        emb = load_embedder(s["embedding"], s["max_tokens"], batch, dtype=s.get("dtype", "float32"))
+        if emb.dim != s["dim"]:
+            raise Phi1Error(f"{spec_path}: embedding {s['embedding']!r} now has {emb.dim} dims, model expects {s['dim']}")
+        return emb
+
+    clf = sio.load(model_dir / CLASSIFIER_FILE, trusted=SKOPS_TRUSTED)
+    second = None
+    if refine:
+        # the stage's batch size: with 1 (its default) a vector is independent of its neighbours
+        second = (sio.load(model_dir / refine["classifier_file"], trusted=SKOPS_TRUSTED),
+                  embedder_of(refine, refine["batch_size"]))
+    return QualityModel(classifier=clf, spec=spec, embedder=embedder_of(spec, batch_size), refine=second)
 
 
 __all__ = ["run", "read_annotations", "keep_mask", "held_out_metrics", "QualityModel", "load_quality_model"]
