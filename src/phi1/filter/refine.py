@@ -26,6 +26,7 @@ import numpy as np
 
 from phi1.config import RefineConfig
 from phi1.engines.embed import Embedder
+from phi1.engines.vectors import model_key
 from phi1.io import naming
 
 
@@ -47,8 +48,6 @@ class FileCache:
     Only sound when a text's vector does not depend on its batch neighbours, i.e. batch_size 1."""
 
     def __init__(self, folder: str | None, embedder: Embedder, cfg: RefineConfig) -> None:
-        from phi1.embed.stage import model_key
-
         self.folder = Path(folder) if folder and cfg.batch_size == 1 else None
         self.prefix = model_key(embedder, cfg.batch_size) if self.folder else ""
         self.dim = embedder.dim
