@@ -4,7 +4,8 @@
 
 Reads a finished project's data/raw (with its manifest: each file's distribution),
 data/embeddings and models/quality, scores every raw file with the saved classifier
-(the `filter` stage's own functions, so the scores are the stage's) and prints markdown
+(the `filter` stage's own functions, so the scores are the stage's; a cascade model,
+`filter.refine`, rescores its band from the project's per-file vector cache) and prints markdown
 tables: files, kept share and mean score per kind of file (tests, generated, vendored,
 examples, library code) and per distribution (the largest, then the most and least kept
 of those with enough files), and the highest-scored kept and lowest-scored dropped files
@@ -62,6 +63,28 @@ def first_lines(text: str, n: int = 6, width: int = 76) -> str:
     return "\n".join(ln[:width] for ln in lines[:n])
 
 
+def second_pass(root: Path, model, first):
+    """A cascade model's final scores (filter.refine): the band rescored by the second
+    forest, its vectors read from the project's per-file cache (embedded where missing)."""
+    from phi1.config import load_stage_config
+    from phi1.engines.vectors import content_sha256
+    from phi1.filter.refine import FileCache, band, cascade, embed_cached
+    from phi1.filter.stage import read_rows
+
+    second, embedder = model.refine
+    r = model.spec["refine"]
+    refined = band(first, r["threshold"], r["margin"])
+    rows = np.flatnonzero(refined)
+    texts = read_rows(root / "data/raw", rows)
+    cfg = load_stage_config("filter", root / "params.yaml").refine
+    folder = cfg.cache_path and str(root / cfg.cache_path)
+    V, cached = embed_cached(embedder, FileCache(folder, embedder, cfg), texts, [content_sha256(t) for t in texts])
+    print(f"second pass: {len(rows)} files rescored ({cached} vectors from the cache)\n")
+    rescored = np.zeros(len(first))
+    rescored[rows] = positive_proba(second, V)
+    return cascade(first, rescored, refined)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", type=Path, required=True, help="a project where `phi1 filter` has run")
@@ -74,6 +97,8 @@ def main() -> None:
     ids, X, _ = read_features(root / "data/embeddings", raw)
     model = load_quality_model(root / "models/quality")
     scores = positive_proba(model.classifier, X)
+    if model.refine is not None:
+        scores = second_pass(root, model, scores)
     keep = model.keep(scores)
     kept_ids = set(read_table(root / "data/codetextbook/filtered", columns=["id"]).column("id").to_pylist())
     assert kept_ids == {i for i, k in zip(ids, keep) if k}, "the saved model does not reproduce data/codetextbook/filtered"
