@@ -214,8 +214,8 @@ def cv_aucs(cfg, X_ann, y, repeats: int, R_ann=None, margin: float | None = None
     for tr, te in RepeatedStratifiedKFold(n_splits=5, n_repeats=repeats, random_state=cfg.seed).split(X_ann, y):
         p = positive_proba(make_forest(cfg).fit(X_ann[tr], y[tr]), X_ann[te])
         if R_ann is not None:
-            q = positive_proba(make_forest(cfg).fit(R_ann[tr], y[tr]), R_ann[te])
-            p = cascade(p, q, band(p, cfg.threshold, margin))
+            refined = band(p, cfg.threshold, margin)
+            p = cascade(p, refined, positive_proba(make_forest(cfg).fit(R_ann[tr], y[tr]), R_ann[te][refined]))
         out.append(float(roc_auc_score(y[te], p)))
     return out
 
@@ -255,7 +255,7 @@ def cascades(args, cfg, results, texts, ann_rows, y, thresholds, all_timed: bool
         refined = band(first, t, m)
         need = is_ann | refined
         second = make_forest(c).fit(R[ann_rows], y)
-        scores = cascade(first, positive_proba(second, R), refined)
+        scores = cascade(first, refined, positive_proba(second, R[refined]))
         masks = {th: keep_mask(scores, _with_threshold(c, th))[0] for th in thresholds}
         out.append(dict(
             name=f"{cheap['name']}>{m:g}", dim=cheap["dim"], load_s=0.0,

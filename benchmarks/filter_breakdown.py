@@ -67,22 +67,17 @@ def second_pass(root: Path, model, first):
     """A cascade model's final scores (filter.refine): the band rescored by the second
     forest, its vectors read from the project's per-file cache (embedded where missing)."""
     from phi1.config import load_stage_config
-    from phi1.engines.vectors import content_sha256
-    from phi1.filter.refine import FileCache, band, cascade, embed_cached
-    from phi1.filter.stage import read_rows
+    from phi1.filter.refine import band, cascade
+    from phi1.filter.stage import refine_vectors
 
     second, embedder = model.refine
     r = model.spec["refine"]
     refined = band(first, r["threshold"], r["margin"])
-    rows = np.flatnonzero(refined)
-    texts = read_rows(root / "data/raw", rows)
     cfg = load_stage_config("filter", root / "params.yaml").refine
     folder = cfg.cache_path and str(root / cfg.cache_path)
-    V, cached = embed_cached(embedder, FileCache(folder, embedder, cfg), texts, [content_sha256(t) for t in texts])
-    print(f"second pass: {len(rows)} files rescored ({cached} vectors from the cache)\n")
-    rescored = np.zeros(len(first))
-    rescored[rows] = positive_proba(second, V)
-    return cascade(first, rescored, refined)
+    V, cached = refine_vectors(root / "data/raw", np.flatnonzero(refined), embedder, cfg, folder)
+    print(f"second pass: {int(refined.sum())} files rescored ({cached} vectors from the cache)\n")
+    return cascade(first, refined, positive_proba(second, V))
 
 
 def main() -> None:

@@ -33,8 +33,7 @@ def refine_cfg(bert_dir: Path, cache: Path | None, margin: float = 0.3) -> Filte
 def test_band_is_half_open_around_the_threshold():
     s = np.array([0.0, 0.39, 0.4, 0.5, 0.59, 0.6, 1.0])
     assert band(s, 0.5, 0.1).tolist() == [False, False, True, True, True, False, False]
-    second = np.full(len(s), 0.77)
-    assert cascade(s, second, band(s, 0.5, 0.1)).tolist() == [0.0, 0.39, 0.77, 0.77, 0.77, 0.6, 1.0]
+    assert cascade(s, band(s, 0.5, 0.1), np.array([0.7, 0.8, 0.9])).tolist() == [0.0, 0.39, 0.7, 0.8, 0.9, 0.6, 1.0]
 
 
 @pytest.mark.parametrize("over, message", [

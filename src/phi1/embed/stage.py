@@ -26,8 +26,6 @@ embedded twice, e.g. after an edit to the floor (config.py) reruns every stage.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,9 +35,12 @@ import pyarrow.parquet as pq
 
 from phi1.config import EmbedConfig
 from phi1.engines.embed import Embedder, load_embedder
-from phi1.engines.vectors import SPEC_FILE, content_sha256, model_key, write_spec, write_vectors
+from phi1.engines.vectors import (
+    SPEC_FILE, content_sha256, load_cached, model_key, save_cached, write_spec, write_vectors,
+)
 from phi1.errors import Phi1Error
-from phi1.io import check_output, dataset_shards, naming, outputs
+from phi1.io import check_output, dataset_shards, outputs
+
 
 def raw_shards(raw: Path) -> list[Path]:
     """The parquet shards of data/raw, checked for the columns this stage reads."""
@@ -70,27 +71,11 @@ class ShardCache:
         return h.hexdigest()
 
     def get(self, key: str, n: int) -> np.ndarray | None:
-        if self.folder is None:
-            return None
-        p = self.folder / f"{key}.npy"
-        try:
-            X = np.load(p, allow_pickle=False)
-        except (OSError, ValueError, EOFError):  # absent, or not a whole .npy (a miss either way)
-            return None
-        return X if X.dtype == np.float32 and X.shape == (n, self.dim) else None
+        return None if self.folder is None else load_cached(self.folder / f"{key}.npy", (n, self.dim))
 
     def put(self, key: str, X: np.ndarray) -> None:
-        if self.folder is None:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.tmp-", dir=self.folder)
-        try:
-            with naming(tmp), os.fdopen(fd, "wb") as fh:
-                np.save(fh, X, allow_pickle=False)
-            os.replace(tmp, self.folder / f"{key}.npy")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if self.folder is not None:
+            save_cached(self.folder / f"{key}.npy", X)
 
 
 # --------------------------------------------------------------------------- stage

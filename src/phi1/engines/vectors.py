@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,29 @@ def model_key(embedder: Any, batch_size: int) -> str:
         "model_files": model_files,
         "code": file_sha256(Path(engine.__file__)),
     }, sort_keys=True)
+
+
+def load_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A vector cache entry (.npy), or None when it is absent, not a whole .npy, or not
+    float32 of `shape` (a miss either way)."""
+    try:
+        X = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return X if X.dtype == np.float32 and X.shape == shape else None
+
+
+def save_cached(path: Path, X: np.ndarray) -> None:
+    """Write a vector cache entry atomically: a temporary sibling renamed over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", dir=path.parent)
+    try:
+        with naming(tmp), os.fdopen(fd, "wb") as fh:
+            np.save(fh, X, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_vectors(path: Path, ids: list[str], hashes: list[str], vectors: np.ndarray) -> None:

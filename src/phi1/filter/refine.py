@@ -17,8 +17,6 @@ or forest embeds only the files it has not seen.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -26,8 +24,7 @@ import numpy as np
 
 from phi1.config import RefineConfig
 from phi1.engines.embed import Embedder
-from phi1.engines.vectors import model_key
-from phi1.io import naming
+from phi1.engines.vectors import load_cached, model_key, save_cached
 
 
 def band(scores: np.ndarray, threshold: float, margin: float) -> np.ndarray:
@@ -35,10 +32,11 @@ def band(scores: np.ndarray, threshold: float, margin: float) -> np.ndarray:
     return (scores >= threshold - margin) & (scores < threshold + margin)
 
 
-def cascade(first: np.ndarray, second: np.ndarray, refined: np.ndarray) -> np.ndarray:
-    """The final scores: `second` where `refined`, else `first` (`second` is read only there)."""
+def cascade(first: np.ndarray, refined: np.ndarray, rescored: np.ndarray) -> np.ndarray:
+    """The final scores: `first`, with the files in `refined` replaced by `rescored` (the
+    second forest's scores of those files, in row order)."""
     out = np.array(first, dtype=np.float64, copy=True)
-    out[refined] = second[refined]
+    out[refined] = rescored
     return out
 
 
@@ -57,27 +55,11 @@ class FileCache:
         return self.folder / key[:2] / f"{key}.npy"  # type: ignore[operator]
 
     def get(self, content_hash: str) -> np.ndarray | None:
-        if self.folder is None:
-            return None
-        try:
-            v = np.load(self._path(content_hash), allow_pickle=False)
-        except (OSError, ValueError, EOFError):  # absent, or not a whole .npy (a miss either way)
-            return None
-        return v if v.dtype == np.float32 and v.shape == (self.dim,) else None
+        return None if self.folder is None else load_cached(self._path(content_hash), (self.dim,))
 
     def put(self, content_hash: str, v: np.ndarray) -> None:
-        if self.folder is None:
-            return
-        path = self._path(content_hash)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", dir=path.parent)
-        try:
-            with naming(tmp), os.fdopen(fd, "wb") as fh:
-                np.save(fh, v, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if self.folder is not None:
+            save_cached(self._path(content_hash), v)
 
 
 def embed_cached(

@@ -23,8 +23,8 @@ This stage then embeds (a fraction of the files, cached per file).
 
 Outputs: the kept rows of data/raw plus `quality_score`; models/quality (classifier.skops
 + feature_spec.json, and refine_classifier.skops with a second pass: enough to score new
-files with `load_quality_model`); the metrics
-JSON; a kept-vs-dropped histogram (PNG + CSV). Everything goes to one MLflow run.
+files with `load_quality_model`); the metrics JSON; a kept-vs-dropped histogram (PNG +
+CSV). Everything goes to one MLflow run.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from phi1.config import FilterConfig
+from phi1.config import FilterConfig, RefineConfig
 from phi1.engines.embed import Embedder, load_embedder
 from phi1.engines.vectors import content_sha256, read_vectors
 from phi1.errors import Phi1Error
@@ -189,9 +189,9 @@ def held_out_metrics(cfg: FilterConfig, X: np.ndarray, y: np.ndarray, R: np.ndar
         from phi1.filter.refine import band, cascade
 
         refined = band(proba, cfg.threshold, cfg.refine.margin)
-        second = positive_proba(make_forest(cfg).fit(R[tr], y_tr), R[te])
+        rescored = positive_proba(make_forest(cfg).fit(R[tr], y_tr), R[te][refined])
         extra = {"roc_auc_first_pass": float(roc_auc_score(y_te, proba)), "n_test_refined": int(refined.sum())}
-        proba = cascade(proba, second, refined)
+        proba = cascade(proba, refined, rescored)
     pred = (proba >= 0.5).astype(np.int64)
     return {
         "precision": float(precision_score(y_te, pred, zero_division=0)),
@@ -349,7 +349,7 @@ def run(
     import sklearn
     import skops
 
-    from phi1.tracking import stage_run, tracked_metrics
+    from phi1.tracking import numeric_metrics, stage_run, tracked_metrics
 
     t0 = time.perf_counter()
     raw, annotations, embeddings, out = Path(raw), Path(annotations), Path(embeddings), Path(out)
@@ -430,7 +430,7 @@ def run(
         staged.json(metrics_path, tracked_metrics(metrics))  # without timings: those go to MLflow
         staged.commit()  # data, model and metrics land together, before MLflow reads them
 
-        mlflow.log_metrics({k: float(v) for k, v in flat(metrics).items() if _is_number(v)})
+        mlflow.log_metrics(numeric_metrics(metrics))
         # the features' provenance (the `embed` stage's keys), for comparing runs by it
         mlflow.log_params({"embedding": emb_spec["embedding"], "embedding_max_tokens": emb_spec["max_tokens"],
                            "embedding_dtype": emb_spec["dtype"]})
@@ -463,21 +463,6 @@ def log_forest(clf, name: str, X: np.ndarray) -> None:
     )
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def flat(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested metrics as one level, `refine.n_refined`-style keys (for MLflow)."""
-    out: dict[str, Any] = {}
-    for k, v in metrics.items():
-        if isinstance(v, dict):
-            out.update(flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 # --------------------------------------------------------------------------- second pass
 
 
@@ -488,25 +473,19 @@ def refine_scores(
     """filter.refine: embed the annotated files and the first pass's band with `embedder`,
     fit the second forest on the annotations, rescore the band.
     Returns (second forest, final scores, the annotations' second-pass vectors, metrics)."""
-    from phi1.filter.refine import FileCache, band, cascade, embed_cached
+    from phi1.filter.refine import band, cascade
 
     refined = band(first, cfg.threshold, cfg.refine.margin)
-    need = np.zeros(len(first), dtype=bool)
+    need = refined.copy()
     need[ann_rows] = True
-    need |= refined
     rows = np.flatnonzero(need)
-    texts = read_rows(raw, rows)
-    cache = FileCache(cfg.refine.cache_path, embedder, cfg.refine)
     t = time.perf_counter()
-    V, cached = embed_cached(embedder, cache, texts, [content_sha256(x) for x in texts], progress=progress)
+    V, cached = refine_vectors(raw, rows, embedder, cfg.refine, cfg.refine.cache_path, progress)
     seconds = time.perf_counter() - t
-    R = np.zeros((len(first), embedder.dim), dtype=np.float32)
-    R[rows] = V
-    second = make_forest(cfg).fit(R[ann_rows], labels)
-    R_band = R[refined]
-    rescored = np.zeros(len(first), dtype=np.float64)
-    rescored[refined] = positive_proba(second, R_band)
-    scores = cascade(first, rescored, refined)
+    at = np.cumsum(need) - 1  # row of data/raw -> its row in V (where need)
+    R_ann = V[at[ann_rows]]
+    second = make_forest(cfg).fit(R_ann, labels)
+    scores = cascade(first, refined, positive_proba(second, V[at[refined]]))
     n = len(first)
     metrics = {
         "embedding": cfg.refine.embedding,
@@ -520,7 +499,20 @@ def refine_scores(
         "cached": int(cached),
         "embed_seconds": round(seconds, 3),
     }
-    return second, scores, R[ann_rows], metrics
+    return second, scores, R_ann, metrics
+
+
+def refine_vectors(
+    raw: Path, rows: np.ndarray, embedder: Embedder, cfg: RefineConfig, cache_path: str | None,
+    progress: bool = True,
+) -> tuple[np.ndarray, int]:
+    """(second-pass vectors of these sorted rows of data/raw, how many came from the
+    per-file cache at `cache_path`)."""
+    from phi1.filter.refine import FileCache, embed_cached
+
+    texts = read_rows(raw, rows)
+    cache = FileCache(cache_path, embedder, cfg)
+    return embed_cached(embedder, cache, texts, [content_sha256(x) for x in texts], progress=progress)
 
 
 def read_rows(raw: Path, rows: np.ndarray) -> list[str]:
@@ -565,11 +557,10 @@ class QualityModel:
         second, embedder = self.refine
         r = self.spec["refine"]
         refined = band(scores, r["threshold"], r["margin"])
-        rescored = np.zeros(len(scores), dtype=np.float64)
-        rows = np.flatnonzero(refined)
-        if len(rows):
-            rescored[rows] = positive_proba(second, embedder.embed([texts[i] for i in rows], progress=progress))
-        return cascade(scores, rescored, refined)
+        band_texts = [t for t, b in zip(texts, refined) if b]
+        if not band_texts:
+            return scores
+        return cascade(scores, refined, positive_proba(second, embedder.embed(band_texts, progress=progress)))
 
     def keep(self, scores: np.ndarray) -> np.ndarray:
         """The saved keep rule applied to scores (a top fraction becomes its score cutoff)."""
